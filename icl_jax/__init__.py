@@ -1,0 +1,51 @@
+"""icl_jax: exact gradient-flow studies of how small transformers learn causal structure
+and induction heads in context (Nichani, Damian & Lee 2024; Chen, Sheen, Wang & Yang 2024).
+
+The public API is what this file lists."""
+
+from icl_jax.losses import (
+    cross_entropy_logits as cross_entropy_logits,
+    cross_entropy_probs as cross_entropy_probs,
+    entropy as entropy,
+    official_double_softmax_ce as official_double_softmax_ce,
+)
+from icl_jax.tasks.baselines import (
+    baseline_losses as baseline_losses,
+    baseline_predictions as baseline_predictions,
+    dag_match as dag_match,
+    gih_predictive as gih_predictive,
+    ngram_match as ngram_match,
+    posterior_predictive as posterior_predictive,
+    tree_match as tree_match,
+)
+from icl_jax.tasks.graphs import (
+    CausalGraph as CausalGraph,
+    chain_graph as chain_graph,
+    fig9_graph as fig9_graph,
+    fig9_graphs as fig9_graphs,
+    graph_from_parent_lists as graph_from_parent_lists,
+    icl_graph as icl_graph,
+    manual_graph as manual_graph,
+    ngram_offsets as ngram_offsets,
+    nichani_fig5_graph as nichani_fig5_graph,
+    random_tree_graph as random_tree_graph,
+    tree_from_dag_array as tree_from_dag_array,
+)
+from icl_jax.tasks.priors import (
+    ngram_window_stationary as ngram_window_stationary,
+    sample_dirichlet as sample_dirichlet,
+    sample_log_gamma as sample_log_gamma,
+    stationary_distribution as stationary_distribution,
+)
+from icl_jax.tasks.sampling import Batch as Batch, SamplingPlan as SamplingPlan, sample_tokens as sample_tokens
+from icl_jax.tasks.tasks import (
+    DAGTask as DAGTask,
+    NGramTask as NGramTask,
+    TreeTask as TreeTask,
+    chen_bigram_task as chen_bigram_task,
+    dag_task as dag_task,
+    sample as sample,
+    tree_task as tree_task,
+)
+
+__version__ = "0.1.0"

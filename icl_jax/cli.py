@@ -1,0 +1,199 @@
+"""``icl-jax`` command line: list, run, reproduce, baselines.
+
+Errors in arguments are reported as one line ``icl-jax: error: ...`` with exit code 2,
+never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers (got {text!r})")
+
+
+def _parent_lists(text: str) -> list[list[int]]:
+    """'-;0;0,1' → [[], [0], [0, 1]] (one ';'-separated entry per node, '-' = root)."""
+    out = []
+    for entry in text.split(";"):
+        entry = entry.strip()
+        out.append([] if entry in ("", "-") else _int_list(entry))
+    return out
+
+
+def _build_task(args):
+    from icl_jax.tasks import graphs
+    from icl_jax.tasks.tasks import DAGTask, NGramTask, TreeTask, dag_task, tree_task
+
+    if args.task == "tree":
+        if args.dag is not None:
+            return TreeTask(graphs.tree_from_dag_array(_int_list(args.dag)), args.vocab_size, args.alpha)
+        return tree_task(
+            args.graph,
+            vocab_size=args.vocab_size,
+            seq_len=args.seq_len,
+            alpha=args.alpha,
+            graph_seed=args.graph_seed,
+            root_prob=args.root_prob,
+        )
+    if args.task == "dag":
+        if args.parent_lists is not None:
+            g = graphs.graph_from_parent_lists(_parent_lists(args.parent_lists))
+            return DAGTask(g, args.vocab_size, args.roots, args.alpha)
+        return dag_task("fig5", vocab_size=args.vocab_size, seq_len=args.seq_len, alpha=args.alpha, roots=args.roots)
+    return NGramTask(args.vocab_size, args.seq_len, tuple(args.parents), args.init, args.query, args.alpha)
+
+
+def _task_config(task) -> dict:
+    from icl_jax.tasks.tasks import DAGTask, NGramTask
+
+    cfg = {"task": type(task).__name__, "vocab_size": task.vocab_size, "seq_len": task.seq_len, "alpha": float(task.alpha)}
+    if isinstance(task, NGramTask):
+        cfg.update(parent_offsets=list(task.parent_offsets), init=task.init, query=task.query)
+    elif isinstance(task, DAGTask):
+        cfg.update(parents=[list(p) for p in task.graph.parents], roots=task.roots)
+    else:
+        cfg["dag"] = task.graph.dag_array().tolist()
+    return cfg
+
+
+def cmd_baselines(args) -> int:
+    import jax
+
+    from icl_jax.tasks.baselines import HARD_ESTIMATOR_EPS, estimate_baseline_losses
+
+    task = _build_task(args)
+    if args.samples < 2:
+        raise ValueError(f"--samples must be >= 2 (got {args.samples})")
+    losses = estimate_baseline_losses(
+        task,
+        jax.random.key(args.seed),
+        args.samples,
+        official_metric=args.task == "ngram",
+        progress=not args.json and sys.stderr.isatty(),
+    )
+    baselines = {}
+    for name, v in losses.items():
+        base, _, metric = name.partition("/")
+        entry = baselines.setdefault(base, {})
+        if metric:
+            entry["official_metric"], entry["official_metric_se"] = v["loss"], v["se"]
+        else:
+            entry.update(v)
+    config = {**_task_config(task), "samples": args.samples, "seed": args.seed, "hard_estimator_eps": HARD_ESTIMATOR_EPS}
+    result = {"config": config, "baselines": baselines, "oracle_closed_form": task.oracle_closed_form()}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{'baseline':<22}{'loss':>10}{'s.e.':>10}")
+        for name, v in sorted(baselines.items(), key=lambda kv: kv[1]["loss"]):
+            print(f"{name:<22}{v['loss']:>10.4f}{v['se']:>10.4f}")
+        if result["oracle_closed_form"] is not None:
+            print(f"{'oracle (closed form)':<22}{result['oracle_closed_form']:>10.4f}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from icl_jax.experiments import list_experiments
+
+    for exp in list_experiments():
+        print(f"{exp.name:<28}{exp.description}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from icl_jax.experiments import get_experiment, parse_overrides, run_experiment
+
+    exp = get_experiment(args.name)
+    overrides = parse_overrides(args.set or [], exp.defaults)
+    metrics = run_experiment(args.name, args.out, quick=args.quick, seeds=args.seeds, overrides=overrides)
+    print(json.dumps({"experiment": args.name, "out": str(args.out), "wall_seconds": metrics["wall_seconds"]}))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from icl_jax.experiments import list_experiments, run_experiment
+
+    if args.quick == args.full:
+        raise ValueError("reproduce needs exactly one of --quick (CPU, minutes) or --full (GPU)")
+    out = Path(args.out)
+    lines = ["# icl-jax reproduce " + ("--quick" if args.quick else "--full"), "", "| experiment | quantity | value |", "|---|---|---|"]
+    for exp in list_experiments():
+        print(f"[reproduce] {exp.name} ...", file=sys.stderr, flush=True)
+        metrics = run_experiment(exp.name, out / exp.name, quick=args.quick)
+        for label, value in exp.summary(metrics):
+            lines.append(f"| {exp.name} | {label} | {value} |")
+        lines.append(f"| {exp.name} | wall time (s) | {metrics['wall_seconds']:.1f} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print(f"[reproduce] wrote {out / 'summary.md'}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="icl-jax", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("baselines", help="Monte-Carlo loss of every reference predictor")
+    b.add_argument("--task", choices=["tree", "dag", "ngram"], default="tree")
+    b.add_argument("--graph", default="chain", help="tree: chain | icl | random | fig9 | manual")
+    b.add_argument("--dag", default=None, help="tree: explicit parent array, e.g. '-1,0,0,1,2'")
+    b.add_argument("--graph-seed", type=int, default=0)
+    b.add_argument("--root-prob", type=float, default=0.5, help="fig9 root probability p")
+    b.add_argument("--parent-lists", default=None, help="dag: ';'-separated parent lists, target last, e.g. '-;-;0,1;1,2'")
+    b.add_argument("--roots", choices=["uniform", "official"], default="uniform")
+    b.add_argument("--parents", type=_int_list, default=[1, 2], help="ngram: parent offsets, e.g. 1,2")
+    b.add_argument("--init", choices=["uniform", "stationary"], default="uniform")
+    b.add_argument("--query", choices=["natural", "uniform"], default="natural")
+    b.add_argument("--vocab-size", type=int, default=None)
+    b.add_argument("--seq-len", type=int, default=None)
+    b.add_argument("--alpha", type=float, default=0.1)
+    b.add_argument("--samples", type=int, default=65536)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_baselines)
+
+    sub.add_parser("list", help="registered experiments").set_defaults(func=cmd_list)
+
+    r = sub.add_parser("run", help="run one registered experiment")
+    r.add_argument("name")
+    r.add_argument("--quick", action="store_true")
+    r.add_argument("--seeds", type=int, default=None)
+    r.add_argument("--set", action="append", metavar="KEY=VALUE")
+    r.add_argument("--out", type=Path, required=True)
+    r.set_defaults(func=cmd_run)
+
+    q = sub.add_parser("reproduce", help="run every registered experiment; figures + summary.md")
+    q.add_argument("--quick", action="store_true", help="CPU-sized versions (minutes)")
+    q.add_argument("--full", action="store_true", help="paper-sized versions (GPU)")
+    q.add_argument("--out", type=Path, default=Path("figures"))
+    q.set_defaults(func=cmd_reproduce)
+    return p
+
+
+_TASK_DEFAULTS = {"tree": (10, 20), "dag": (5, 32), "ngram": (3, 100)}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "baselines":
+        s, t = _TASK_DEFAULTS[args.task]
+        args.vocab_size = s if args.vocab_size is None else args.vocab_size
+        if args.seq_len is None:
+            args.seq_len = 6 if args.graph == "manual" and args.task == "tree" else t
+    try:
+        return args.func(args)
+    except ValueError as err:
+        parser.exit(2, f"icl-jax: error: {err}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tasks: priors, graphs, the shared sampler, the papers' tasks and baselines."""

@@ -1,0 +1,193 @@
+"""Causal structures over sequence positions (Nichani spec §2.3–2.4, Chen spec §2.1).
+
+A :class:`CausalGraph` lists, for every node (a sequence position, 0-based), the tuple of
+its parents. It is frozen and hashable, so it can sit in the static part of a task's
+pytree. Every constructor validates its arguments and raises ``ValueError`` naming the
+argument and the valid range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+__all__ = [
+    "CausalGraph",
+    "chain_graph",
+    "icl_graph",
+    "random_tree_graph",
+    "fig9_graph",
+    "fig9_graphs",
+    "manual_graph",
+    "tree_from_dag_array",
+    "graph_from_parent_lists",
+    "nichani_fig5_graph",
+    "ngram_offsets",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class CausalGraph:
+    """Parents of every node; ``parents[i]`` is a tuple of strictly earlier positions.
+
+    Parent order matters where a kernel is indexed by the parent tuple (multi-parent
+    DAGs): the first parent is the most significant digit of the kernel row.
+    """
+
+    parents: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self):
+        parents = tuple(tuple(int(p) for p in ps) for ps in self.parents)
+        object.__setattr__(self, "parents", parents)
+        if len(parents) == 0:
+            raise ValueError("parents: a graph needs at least one node (got 0)")
+        for i, ps in enumerate(parents):
+            for p in ps:
+                if not 0 <= p < i:
+                    raise ValueError(
+                        f"parents[{i}] = {ps}: every parent of node {i} must be an earlier "
+                        f"position in [0, {i - 1}] (a DAG in sequence order)"
+                    )
+            if len(set(ps)) != len(ps):
+                raise ValueError(f"parents[{i}] = {ps}: parents must be distinct")
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.parents)
+
+    @property
+    def in_degrees(self) -> tuple[int, ...]:
+        return tuple(len(ps) for ps in self.parents)
+
+    @property
+    def roots(self) -> tuple[int, ...]:
+        return tuple(i for i, ps in enumerate(self.parents) if not ps)
+
+    @property
+    def is_tree(self) -> bool:
+        """Every node has at most one parent (the single-parent task of Nichani §2.2)."""
+        return all(len(ps) <= 1 for ps in self.parents)
+
+    def dag_array(self) -> np.ndarray:
+        """The official single-parent encoding: parent index or −1 for roots."""
+        if not self.is_tree:
+            raise ValueError("dag_array: only defined for graphs with in-degree <= 1")
+        return np.array([ps[0] if ps else -1 for ps in self.parents], np.int32)
+
+    def adjacency(self) -> np.ndarray:
+        """0/1 matrix with ``adj[i, p] = 1`` for every parent p of i."""
+        adj = np.zeros((self.num_nodes, self.num_nodes), np.float32)
+        for i, ps in enumerate(self.parents):
+            adj[i, list(ps)] = 1.0
+        return adj
+
+    def last_parent_only(self) -> "CausalGraph":
+        """Each node keeps only its last parent: the "One NN" graph of Nichani Fig. 5."""
+        return CausalGraph(tuple(ps[-1:] for ps in self.parents))
+
+
+def _check_length(name: str, n: int, minimum: int = 1) -> int:
+    if int(n) != n or n < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum} (got {n!r})")
+    return int(n)
+
+
+def tree_from_dag_array(dag: Sequence[int]) -> CausalGraph:
+    """Graph from the official encoding: ``dag[i]`` ∈ {−1, 0, …, i−1}, −1 = root."""
+    dag = [int(p) for p in dag]
+    for i, p in enumerate(dag):
+        if not -1 <= p < i:
+            raise ValueError(
+                f"dag[{i}] = {p}: must be -1 (root) or a parent in [0, {i - 1}]"
+            )
+    return CausalGraph(tuple(() if p < 0 else (p,) for p in dag))
+
+
+def chain_graph(num_nodes: int) -> CausalGraph:
+    """p(i) = i − 1: the in-context Markov chain (node 0 is the root)."""
+    n = _check_length("num_nodes", num_nodes)
+    return tree_from_dag_array([-1] + list(range(n - 1)))
+
+
+def icl_graph(num_nodes: int) -> CausalGraph:
+    """(x, f(x)) pairs: even nodes are roots, node 2k+1 has parent 2k."""
+    n = _check_length("num_nodes", num_nodes)
+    return tree_from_dag_array([-1 if i % 2 == 0 else i - 1 for i in range(n)])
+
+
+def _as_key(seed_or_key) -> jax.Array:
+    if isinstance(seed_or_key, (int, np.integer)):
+        return jax.random.key(int(seed_or_key))
+    return seed_or_key
+
+
+def random_tree_graph(seed_or_key, num_nodes: int) -> CausalGraph:
+    """The official random tree: dag[i] ~ Uniform{−1, …, i−1} independently, dag[0] = −1.
+
+    Node i is a root with probability 1/(i+1). Drawn on the host from a JAX key, so the
+    graph is concrete (static) and can configure a task."""
+    n = _check_length("num_nodes", num_nodes)
+    key = _as_key(seed_or_key)
+    u = np.asarray(jax.random.uniform(key, (n,)))
+    # floor(u·(i+1)) − 1 is uniform on {−1, …, i−1}
+    dag = [min(int(np.floor(u[i] * (i + 1))), i) - 1 for i in range(n)]
+    dag[0] = -1
+    return tree_from_dag_array(dag)
+
+
+def fig9_graph(seed_or_key, num_nodes: int, root_prob: float = 0.5) -> CausalGraph:
+    """Nichani Fig. 9 generator: candidate parent Uniform{0..i−1}; root with prob p."""
+    n = _check_length("num_nodes", num_nodes)
+    if not 0.0 <= root_prob <= 1.0:
+        raise ValueError(f"root_prob must be in [0, 1] (got {root_prob})")
+    k_parent, k_root = jax.random.split(_as_key(seed_or_key))
+    u = np.asarray(jax.random.uniform(k_parent, (n,)))
+    is_root = np.asarray(jax.random.uniform(k_root, (n,))) < root_prob
+    dag = [-1] + [
+        -1 if is_root[i] else min(int(np.floor(u[i] * i)), i - 1) for i in range(1, n)
+    ]
+    return tree_from_dag_array(dag)
+
+
+def fig9_graphs(seed: int, count: int, num_nodes: int, root_prob: float = 0.5):
+    """``count`` independent Fig. 9 graphs (the paper uses 20)."""
+    _check_length("count", count)
+    keys = jax.random.split(jax.random.key(seed), count)
+    return tuple(fig9_graph(k, num_nodes, root_prob) for k in keys)
+
+
+def manual_graph() -> CausalGraph:
+    """The official ``manual`` DAG [−1, 0, 0, 1, 2] (used with S = 3, T = 6)."""
+    return tree_from_dag_array([-1, 0, 0, 1, 2])
+
+
+def graph_from_parent_lists(parent_lists: Sequence[Sequence[int]]) -> CausalGraph:
+    """Multi-parent DAG from one parent list per node (the last node may be a target)."""
+    return CausalGraph(tuple(tuple(ps) for ps in parent_lists))
+
+
+def nichani_fig5_graph(seq_len: int = 32) -> CausalGraph:
+    """The official multi-parent graph (Fig. 5): ``seq_len`` inputs plus the target.
+
+    Nodes 0, 1 are roots; node i >= 2 has parents (⌊(i−1)/2⌋, i−1); the target (node
+    ``seq_len``) has parents (⌊(T−1)/2⌋, T−1), i.e. (15, 31) for T = 32."""
+    t = _check_length("seq_len", seq_len, minimum=3)
+    return CausalGraph(tuple(() if i < 2 else ((i - 1) // 2, i - 1) for i in range(t + 1)))
+
+
+def ngram_offsets(offsets: Sequence[int]) -> tuple[int, ...]:
+    """Validated n-gram parent offsets (Chen §2.1): distinct positive integers, sorted.
+
+    ``(1, 2)`` is the paper's 3-gram (the official ``--n-gram 3``)."""
+    try:
+        offs = tuple(sorted(int(o) for o in offsets))
+    except TypeError:
+        raise ValueError(f"parent_offsets must be a sequence of integers (got {offsets!r})")
+    if not offs:
+        raise ValueError("parent_offsets must name at least one offset (got none)")
+    if offs[0] < 1 or len(set(offs)) != len(offs):
+        raise ValueError(f"parent_offsets must be distinct integers >= 1 (got {offsets!r})")
+    return offs
