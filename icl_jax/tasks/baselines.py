@@ -84,7 +84,7 @@ def tree_match(graph: CausalGraph, tokens_BxT, official: bool = False) -> jax.Ar
     if len(dag) != t - 1:
         raise ValueError(f"tokens_BxT has {t} positions but the graph has {len(dag)} context nodes + query")
     parent = np.where(dag >= 0, dag, t - 2)
-    valid = jnp.asarray(official | (dag >= 0))
+    valid = jnp.asarray(official | (dag >= 0))[None, :]
     query = tokens_BxT[:, -1:]
     return valid & (tokens_BxT[:, parent] == query)
 
@@ -99,8 +99,8 @@ def dag_match(graph: CausalGraph, tokens_BxT) -> jax.Array:
     k = len(target)
     same = np.array([len(ps) == k for ps in graph.parents[:-1]])
     par = np.array([ps if len(ps) == k else target for ps in graph.parents[:-1]], np.int32)  # [T, k]
-    eq = tokens_BxT[:, par] == tokens_BxT[:, None, list(target)]  # [B, T, k]
-    return jnp.asarray(same) & jnp.all(eq, axis=-1)
+    eq = tokens_BxT[:, par] == tokens_BxT[:, list(target)][:, None, :]  # [B, T, k]
+    return jnp.asarray(same)[None, :] & jnp.all(eq, axis=-1)
 
 
 def ngram_match(offsets: Sequence[int], tokens_BxT) -> jax.Array:

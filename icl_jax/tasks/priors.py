@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -25,10 +26,12 @@ __all__ = [
     "ngram_window_stationary",
 ]
 
-# Fraction of draws that may be rejected in the first Marsaglia–Tsang round before a second
-# compaction pass is needed. The rejection rate for shape >= 1 is below 5 %, so 1/8 is never
-# reached in practice; if it is, the loop simply runs another pass (the result stays exact).
-_RETRY_FRACTION = 8
+# Re-draw buffers hold 1/16 of the entries of the level above. Marsaglia–Tsang rejects
+# under 5 % for shape >= 1 (4.2 % at shape 1.1), so a buffer overflows only by a many-sigma
+# fluctuation; if it does, the outer loop runs another pass and the result stays exact.
+_RETRY_FRACTION = 16
+# Below this size a buffer is simply re-drawn whole until clean (cheap, compiles small).
+_LOOP_SIZE = 1 << 16
 
 
 def _uniform_open(key: jax.Array, shape, dtype) -> jax.Array:
@@ -68,14 +71,14 @@ def _mt_round(key: jax.Array, shape_param: jax.Array, dtype):
 def _redraw_rejected(key, shape_flat, accepted, log_value, dtype):
     """Re-draw the rejected entries of one Marsaglia–Tsang pass.
 
-    Rejected entries (about 4 %) are gathered into a buffer 1/8 the size, re-drawn there
+    Rejected entries (about 4 %) are gathered into a buffer 1/16 the size, re-drawn there
     and scattered back; the buffer's own rejects are handled the same way one level down,
-    so each level costs ~1/8 of the one above and the one full-size ``nonzero`` dominates.
+    so each level costs ~1/16 of the one above and the one full-size ``nonzero`` dominates.
     At the smallest level a plain loop runs until that buffer is clean. Entries that did
-    not fit in a buffer (never seen: it would take > 12 % rejects) stay rejected and the
+    not fit in a buffer (never seen: it would take > 6 % rejects) stay rejected and the
     caller's outer loop runs another pass, so the result is exact in every case."""
     n = shape_flat.shape[0]
-    if n <= 4096:
+    if n <= _LOOP_SIZE:
         def cond(state):
             return ~jnp.all(state[1])
 
@@ -137,6 +140,13 @@ def sample_log_gamma(key: jax.Array, alpha, shape, dtype=jnp.float32) -> jax.Arr
     return log_g + log_u / alpha
 
 
+@functools.partial(jax.jit, static_argnames=("shape", "log", "dtype", "unit_alpha"))
+def _dirichlet(key, alpha, shape, log, dtype, unit_alpha):
+    log_g = sample_log_gamma(key, 1.0 if unit_alpha else alpha, shape, dtype)
+    log_p = jax.nn.log_softmax(log_g, axis=-1)
+    return log_p if log else jnp.exp(log_p)
+
+
 def sample_dirichlet(
     key: jax.Array, alpha, shape, vocab_size: int, *, log: bool = False, dtype=jnp.float32
 ) -> jax.Array:
@@ -144,23 +154,54 @@ def sample_dirichlet(
 
     Normalised Gamma(α) draws, normalised in log space (``log_softmax``), so rows keep
     their tiny entries relative to each other. ``log=True`` returns log-probabilities
-    (exact where the probabilities underflow float32)."""
-    log_g = sample_log_gamma(key, alpha, tuple(shape) + (vocab_size,), dtype)
-    log_p = jax.nn.log_softmax(log_g, axis=-1)
-    return log_p if log else jnp.exp(log_p)
+    (exact where the probabilities underflow float32). Compiled; ``alpha`` may be traced.
+    """
+    unit = isinstance(alpha, (int, float)) and float(alpha) == 1.0
+    return _dirichlet(key, alpha, tuple(shape) + (int(vocab_size),), log, jnp.dtype(dtype).type, unit)
 
 
+# Up to this many states the elimination is unrolled on shrinking static slices (n³/3
+# flops, no masks); beyond it a masked fori_loop keeps compile time bounded.
+_UNROLL_STATES = 32
+
+
+@jax.jit
 def stationary_distribution(p_NxN: jax.Array) -> jax.Array:
     r"""Stationary law μ (μᵀP = μᵀ, Σμ = 1) of row-stochastic matrices ``[..., N, N]``.
 
     Grassmann–Taksar–Heyman state reduction: eliminate states N−1, …, 1 in turn, using
     :math:`s_k = \sum_{j<k} P_{kj}` (never :math:`1 - P_{kk}`), then back-substitute
-    :math:`μ_k = \sum_{i<k} μ_i P_{ik}`. Only products, sums and divisions of
+    :math:`μ_k = \sum_{i<k} μ_i P_{ik}/s_k`. Only products, sums and divisions of
     non-negative numbers occur, so every μ_k carries a small *relative* error even when it
     is ~1e-30. Rows with no mass on lower states (reducible chains, a measure-zero event
     under a Dirichlet prior) are guarded so the output stays finite.
     """
     p = jnp.asarray(p_NxN)
+    n = p.shape[-1]
+    if n <= _UNROLL_STATES:
+        mu = _gth_unrolled(p)
+    else:
+        mu = _gth_masked(p)
+    return mu / jnp.sum(mu, axis=-1, keepdims=True)
+
+
+def _gth_unrolled(p):
+    tiny = jnp.finfo(p.dtype).tiny
+    n = p.shape[-1]
+    cols = {}
+    a = p
+    for k in range(n - 1, 0, -1):
+        s = jnp.sum(a[..., k, :k], axis=-1)
+        col = a[..., :k, k] / jnp.maximum(s, tiny)[..., None]  # P[i, k] / s_k, i < k
+        a = a[..., :k, :k] + col[..., :, None] * a[..., k, None, :k]
+        cols[k] = col
+    mu = jnp.ones(p.shape[:-2] + (1,), p.dtype)
+    for k in range(1, n):
+        mu = jnp.concatenate([mu, jnp.sum(mu * cols[k], axis=-1, keepdims=True)], axis=-1)
+    return mu
+
+
+def _gth_masked(p):
     n = p.shape[-1]
     tiny = jnp.finfo(p.dtype).tiny
     idx = jnp.arange(n)
@@ -168,24 +209,20 @@ def stationary_distribution(p_NxN: jax.Array) -> jax.Array:
     def eliminate(step, p):
         k = n - 1 - step
         lower = idx < k
-        row_k = p[..., k, :]  # [..., N]
-        s = jnp.sum(jnp.where(lower, row_k, 0.0), axis=-1)
-        col_k = p[..., :, k] / jnp.maximum(s, tiny)[..., None]  # P[i, k] / s
-        col_k = jnp.where(lower, col_k, p[..., :, k])
-        update = col_k[..., :, None] * jnp.where(lower, row_k, 0.0)[..., None, :]
+        row_k = jnp.where(lower, p[..., k, :], 0.0)
+        s = jnp.sum(row_k, axis=-1)
+        col_k = jnp.where(lower, p[..., :, k] / jnp.maximum(s, tiny)[..., None], p[..., :, k])
         mask = lower[:, None] & lower[None, :]
-        p = jnp.where(mask, p + update, p)
+        p = jnp.where(mask, p + col_k[..., :, None] * row_k[..., None, :], p)
         return p.at[..., :, k].set(col_k)
 
     p = jax.lax.fori_loop(0, n - 1, eliminate, p)
 
     def back(k, mu):
-        val = jnp.sum(jnp.where(idx < k, mu * p[..., :, k], 0.0), axis=-1)
-        return mu.at[..., k].set(val)
+        return mu.at[..., k].set(jnp.sum(jnp.where(idx < k, mu * p[..., :, k], 0.0), axis=-1))
 
     mu0 = jnp.zeros(p.shape[:-1], p.dtype).at[..., 0].set(1.0)
-    mu = jax.lax.fori_loop(1, n, back, mu0)
-    return mu / jnp.sum(mu, axis=-1, keepdims=True)
+    return jax.lax.fori_loop(1, n, back, mu0)
 
 
 def _window_maps(vocab_size: int, offsets: tuple[int, ...]):

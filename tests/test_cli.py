@@ -1,0 +1,58 @@
+"""The command line: JSON shapes, clear errors, experiments writing their outputs."""
+
+import json
+
+import pytest
+
+from icl_jax.cli import main
+
+
+def test_baselines_json_tree(capsys):
+    assert main(["baselines", "--task", "tree", "--graph", "chain", "--vocab-size", "10", "--seq-len", "20",
+                 "--alpha", "0.1", "--samples", "4096", "--seed", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["vocab_size"] == 10 and out["config"]["seq_len"] == 20
+    for name in ("bayes", "bayes_official", "unigram", "oracle", "count", "uniform"):
+        assert set(out["baselines"][name]) >= {"loss", "se"}
+    assert out["oracle_closed_form"] == pytest.approx(0.8465, abs=1e-4)
+
+
+@pytest.mark.parametrize("args", [["--task", "dag", "--roots", "official"], ["--task", "ngram", "--parents", "1,2", "--init", "stationary"]])
+def test_baselines_json_other_tasks(capsys, args):
+    assert main(["baselines", *args, "--samples", "2048", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "bayes" in out["baselines"] and "oracle" in out["baselines"]
+    if "ngram" in args:
+        assert "official_metric" in out["baselines"]["bayes"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["baselines", "--alpha", "0"], "alpha must be a finite scalar > 0"),
+        (["baselines", "--vocab-size", "1"], "vocab_size must be an integer >= 2"),
+        (["baselines", "--task", "ngram", "--parents", "1,200"], "seq_len must be >= max(parent_offsets) + 1"),
+        (["baselines", "--samples", "1"], "--samples must be >= 2"),
+        (["run", "no-such-experiment", "--out", "x"], "unknown experiment"),
+        (["run", "data-baselines", "--set", "nope=1", "--out", "x"], "unknown key"),
+        (["reproduce"], "exactly one of --quick"),
+    ],
+)
+def test_cli_errors_are_one_line(capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_list_and_run_data_experiment(tmp_path, capsys):
+    main(["list"])
+    assert "data-baselines" in capsys.readouterr().out
+    out = tmp_path / "run"
+    assert main(["run", "data-baselines", "--quick", "--set", "samples=2048", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert config["samples"] == 2048 and config["quick"] is True
+    assert metrics["marginal_max_abs_error"] < 0.1
+    assert (out / "data_marginals.png").stat().st_size > 0 and (out / "data_baselines.png").stat().st_size > 0
