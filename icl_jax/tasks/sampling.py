@@ -92,7 +92,10 @@ def sample_tokens(key: jax.Array, rows_BxRxS: jax.Array, plan: SamplingPlan) -> 
     n = plan.num_nodes
     # Only the S−1 inner boundaries are compared, so the drawn index is always < S even
     # when rounding leaves the last cumulative sum a hair below 1.
-    cdf_BxRxSm1 = jnp.cumsum(rows_BxRxS, axis=-1)[..., :-1]
+    # rows flattened to [B·R, S−1]: gathering whole contiguous rows by flat index is
+    # ~1.7x faster on CPU than take_along_axis over the R axis
+    cdf_BRxSm1 = jnp.cumsum(rows_BxRxS, axis=-1)[..., :-1].reshape(b * r, s - 1)
+    seq_offset_B = jnp.arange(b, dtype=jnp.int32) * r
     uniform_NxB = jax.random.uniform(key, (n, b), rows_BxRxS.dtype)
     xs = (
         jnp.arange(n),
@@ -105,7 +108,7 @@ def sample_tokens(key: jax.Array, rows_BxRxS: jax.Array, plan: SamplingPlan) -> 
     def step(tokens_NxB, x):
         i, u_B, base, parents_K, radix_K = x
         row_B = _row_index(tokens_NxB, base, parents_K, radix_K)
-        cdf_BxSm1 = jnp.take_along_axis(cdf_BxRxSm1, row_B[:, None, None], axis=1)[:, 0]
+        cdf_BxSm1 = cdf_BRxSm1[seq_offset_B + row_B]
         token_B = jnp.sum(cdf_BxSm1 <= u_B[:, None], axis=-1, dtype=jnp.int32)
         return tokens_NxB.at[i].set(token_B), None
 

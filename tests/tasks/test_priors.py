@@ -107,7 +107,7 @@ def test_masked_and_unrolled_gth_agree():
     from icl_jax.tasks.priors import _gth_masked, _gth_unrolled
 
     p = sample_dirichlet(jax.random.key(8), 0.3, (20, 40), 40)
-    a, b = _gth_masked(p), _gth_unrolled(p)
+    a, b = jax.jit(_gth_masked)(p), jax.jit(_gth_unrolled)(p)
     np.testing.assert_allclose(a / a.sum(-1, keepdims=True), b / b.sum(-1, keepdims=True), rtol=1e-4, atol=1e-12)
     mu = np.asarray(stationary_distribution(p))
     np.testing.assert_allclose(np.einsum("bi,bij->bj", mu, np.asarray(p)), mu, atol=1e-6)
