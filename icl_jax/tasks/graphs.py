@@ -125,15 +125,17 @@ def _as_key(seed_or_key) -> jax.Array:
 
 
 def random_tree_graph(seed_or_key, num_nodes: int) -> CausalGraph:
-    """The official random tree: dag[i] ~ Uniform{−1, …, i−1} independently, dag[0] = −1.
+    """The official random tree: dag[i] ~ Uniform{−1, …, i−1} independently (so node i is
+    a root with probability 1/(i+1); dag[0] = −1).
 
-    Node i is a root with probability 1/(i+1). Drawn on the host from a JAX key, so the
-    graph is concrete (static) and can configure a task."""
+    Drawn exactly as the official ``single_parent.py`` does: ``RNG(seed).next()`` (split
+    the key, take the second half) then one vectorised ``randint(key, (n,), −1, arange(n))``.
+    Seed 0 with 19 context nodes gives [−1, −1, 0, 2, 0, 2, 1, 5, 1, 5, 5, 3, 9, 12, 10, 12,
+    10, 8, 2] (the graph quoted in the Nichani spec §2.3 under JAX 0.10). Concrete (host)
+    output, so the graph can configure a task."""
     n = _check_length("num_nodes", num_nodes)
-    key = _as_key(seed_or_key)
-    u = np.asarray(jax.random.uniform(key, (n,)))
-    # floor(u·(i+1)) − 1 is uniform on {−1, …, i−1}
-    dag = [min(int(np.floor(u[i] * (i + 1))), i) - 1 for i in range(n)]
+    _, sub = jax.random.split(_as_key(seed_or_key))
+    dag = np.asarray(jax.random.randint(sub, (n,), -1, np.arange(n))).tolist()
     dag[0] = -1
     return tree_from_dag_array(dag)
 

@@ -181,8 +181,7 @@ def sample_log_gamma(key: jax.Array, alpha, shape, dtype=jnp.float32) -> jax.Arr
 @functools.partial(jax.jit, static_argnames=("shape", "log", "dtype"))
 def _dirichlet(key, alpha, shape, log, dtype):
     log_g = sample_log_gamma(key, alpha, shape, dtype)
-    log_p = jax.nn.log_softmax(log_g, axis=-1)
-    return log_p if log else jnp.exp(log_p)
+    return jax.nn.log_softmax(log_g, axis=-1) if log else jax.nn.softmax(log_g, axis=-1)
 
 
 def sample_dirichlet(

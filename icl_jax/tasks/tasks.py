@@ -48,9 +48,17 @@ MAX_WINDOW_STATES = 1 << 12
 
 
 def _is_concrete(x) -> bool:
-    return isinstance(x, (int, float, np.ndarray, np.generic)) or (
-        isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
-    )
+    """True for numbers and concrete arrays; False for tracers (vmapped/jitted α) and the
+    placeholders JAX puts in pytree leaves, which are validated by their concrete caller."""
+    if isinstance(x, (int, float, np.ndarray, np.generic)):
+        return True
+    if isinstance(x, jax.Array):
+        try:
+            np.asarray(x)
+            return True
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+            return False
+    return False
 
 
 def _check_alpha(alpha):
