@@ -78,6 +78,13 @@ def _check_choice(name, value, options):
         raise ValueError(f"{name} must be one of {options} (got {value!r})")
 
 
+def _check_graph_task(task):
+    if not isinstance(task.graph, CausalGraph):
+        raise ValueError(f"graph must be a CausalGraph (got {type(task.graph).__name__})")
+    _check_vocab(task.vocab_size)
+    _check_alpha(task.alpha)
+
+
 def _uniform_row(b: int, s: int, dtype=jnp.float32) -> jax.Array:
     return jnp.full((b, 1, s), 1.0 / s, dtype)
 
@@ -144,10 +151,7 @@ class TreeTask(_TaskBase):
     alpha: float = 0.1
 
     def __post_init__(self):
-        if not isinstance(self.graph, CausalGraph):
-            raise ValueError(f"graph must be a CausalGraph (got {type(self.graph).__name__})")
-        _check_vocab(self.vocab_size)
-        _check_alpha(self.alpha)
+        _check_graph_task(self)
         if not self.graph.is_tree:
             raise ValueError("graph: the tree task needs in-degree <= 1 (use DAGTask otherwise)")
 
@@ -250,10 +254,7 @@ class DAGTask(_TaskBase):
     alpha: float = 0.1
 
     def __post_init__(self):
-        if not isinstance(self.graph, CausalGraph):
-            raise ValueError(f"graph must be a CausalGraph (got {type(self.graph).__name__})")
-        _check_vocab(self.vocab_size)
-        _check_alpha(self.alpha)
+        _check_graph_task(self)
         _check_choice("roots", self.roots, ("uniform", "official"))
         if self.graph.num_nodes < 2:
             raise ValueError("graph: needs at least one input node and the target node")
