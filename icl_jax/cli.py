@@ -17,15 +17,15 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers (got {text!r})")
+        raise ValueError(f"expected comma-separated integers (got {text!r})") from None
 
 
 def _parent_lists(text: str) -> list[list[int]]:
-    """'-;0;0,1' → [[], [0], [0, 1]] (one ';'-separated entry per node, '-' = root)."""
+    """'r;r;0;0,1' → [[], [], [0], [0, 1]] (one ';'-separated entry per node, 'r' = root)."""
     out = []
     for entry in text.split(";"):
         entry = entry.strip()
-        out.append([] if entry in ("", "-") else _int_list(entry))
+        out.append([] if entry in ("", "r", "-") else _int_list(entry))
     return out
 
 
@@ -144,10 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("baselines", help="Monte-Carlo loss of every reference predictor")
     b.add_argument("--task", choices=["tree", "dag", "ngram"], default="tree")
     b.add_argument("--graph", default="chain", help="tree: chain | icl | random | fig9 | manual")
-    b.add_argument("--dag", default=None, help="tree: explicit parent array, e.g. '-1,0,0,1,2'")
+    b.add_argument("--dag", default=None, help="tree: explicit parent array (overrides --graph), e.g. --dag=-1,0,0,1,2")
     b.add_argument("--graph-seed", type=int, default=0)
     b.add_argument("--root-prob", type=float, default=0.5, help="fig9 root probability p")
-    b.add_argument("--parent-lists", default=None, help="dag: ';'-separated parent lists, target last, e.g. '-;-;0,1;1,2'")
+    b.add_argument("--parent-lists", default=None, help="dag: ';'-separated parent lists, target last, 'r' = root, e.g. 'r;r;0,1;1,2'")
     b.add_argument("--roots", choices=["uniform", "official"], default="uniform")
     b.add_argument("--parents", type=_int_list, default=[1, 2], help="ngram: parent offsets, e.g. 1,2")
     b.add_argument("--init", choices=["uniform", "stationary"], default="uniform")

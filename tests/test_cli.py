@@ -17,7 +17,11 @@ def test_baselines_json_tree(capsys):
     assert out["oracle_closed_form"] == pytest.approx(0.8465, abs=1e-4)
 
 
-@pytest.mark.parametrize("args", [["--task", "dag", "--roots", "official"], ["--task", "ngram", "--parents", "1,2", "--init", "stationary"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--task", "dag", "--roots", "official"], ["--task", "dag", "--parent-lists", "r;r;0,1;1,2", "--vocab-size", "3"],
+     ["--task", "ngram", "--parents", "1,2", "--init", "stationary"]],
+)
 def test_baselines_json_other_tasks(capsys, args):
     assert main(["baselines", *args, "--samples", "2048", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -36,6 +40,8 @@ def test_baselines_json_other_tasks(capsys, args):
         (["run", "no-such-experiment", "--out", "x"], "unknown experiment"),
         (["run", "data-baselines", "--set", "nope=1", "--out", "x"], "unknown key"),
         (["reproduce"], "exactly one of --quick"),
+        (["baselines", "--dag=-1,x"], "expected comma-separated integers"),
+        (["baselines", "--task", "dag", "--parent-lists", "r;0;r"], "must have at least one parent"),
     ],
 )
 def test_cli_errors_are_one_line(capsys, args, message):

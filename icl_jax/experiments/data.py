@@ -33,7 +33,7 @@ DEFAULTS = {
 }
 
 
-def _marginals(config, key, progress):
+def _marginals(config, key):
     task = tree_task("chain", vocab_size=config["vocab_size"], seq_len=config["seq_len"], alpha=config["alpha"])
     s, n = task.vocab_size, config["samples"]
     pi = sample_dirichlet(jax.random.fold_in(key, 0), task.alpha, (1, s), s)
@@ -41,23 +41,29 @@ def _marginals(config, key, progress):
     batch = jax.jit(task.sample_with_kernels)(jax.random.fold_in(key, 1), {"pi": jnp.broadcast_to(pi, (n, s, s))})
     context = np.asarray(batch.tokens_BxT[:, :-1])
     freq = np.stack([np.bincount(context[:, i], minlength=s) / n for i in range(context.shape[1])])
-    # per position: Pearson chi-square against μ_π over tokens with mass (each column is
-    # n i.i.d. draws from μ_π, so the statistic is ~ χ²(df) under a correct sampler)
+    # per position: Pearson chi-square of the n i.i.d. tokens against μ_π, tokens with an
+    # expected count below 5 pooled into one cell (so the χ² approximation holds);
+    # Bonferroni over positions, since the smallest of P p-values is reported
     from scipy.stats import chi2
 
-    live = mu > 1e-9
-    stats = n * np.sum((freq[:, live] - mu[live]) ** 2 / mu[live], axis=1)
-    pvals = chi2.sf(stats, df=live.sum() - 1)
+    big = n * mu >= 5
+    probs = np.append(mu[big], mu[~big].sum())
+    pvals = []
+    for row in freq:
+        obs = np.append(row[big], row[~big].sum())
+        keep = probs > 0
+        stat = n * np.sum((obs[keep] - probs[keep]) ** 2 / probs[keep])
+        pvals.append(chi2.sf(stat, df=keep.sum() - 1))
     return task, mu, freq, {
         "marginal_max_abs_error": float(np.max(np.abs(freq - mu))),
-        "marginal_min_chi2_pvalue": float(pvals.min()),
+        "marginal_chi2_pvalue_bonferroni": float(min(1.0, min(pvals) * len(pvals))),
         "marginal_positions": int(context.shape[1]),
     }
 
 
 def run(config: dict, out: Path, progress: bool = True) -> dict:
     key = jax.random.key(config["seed"])
-    tree, mu, freq, metrics = _marginals(config, jax.random.fold_in(key, 0), progress)
+    tree, mu, freq, metrics = _marginals(config, jax.random.fold_in(key, 0))
     plot_marginals(
         out / "data_marginals.png",
         mu,
@@ -87,7 +93,7 @@ def run(config: dict, out: Path, progress: bool = True) -> dict:
 def summary(metrics: dict) -> list:
     rows = [
         ("max abs(marginal − μ_π) over positions and tokens", f"{metrics['marginal_max_abs_error']:.4f}"),
-        ("smallest per-position χ² p-value (marginal vs μ_π)", f"{metrics['marginal_min_chi2_pvalue']:.3g}"),
+        ("χ² p-value of marginals vs μ_π (worst position, Bonferroni)", f"{metrics['marginal_chi2_pvalue_bonferroni']:.3g}"),
     ]
     for title, losses in metrics["baselines"].items():
         for name in ("bayes", "oracle"):

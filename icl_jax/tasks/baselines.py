@@ -16,6 +16,7 @@ task, :func:`baseline_losses` their per-sequence losses.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -26,7 +27,7 @@ import numpy as np
 from icl_jax.losses import cross_entropy_probs, official_double_softmax_ce
 from icl_jax.tasks.graphs import CausalGraph, ngram_offsets
 from icl_jax.tasks.sampling import Batch
-from icl_jax.tasks.tasks import DAGTask, NGramTask, TreeTask
+from icl_jax.tasks.tasks import DAGTask, NGramTask, TreeTask, sample_batch
 
 __all__ = [
     "posterior_predictive",
@@ -138,6 +139,10 @@ def baseline_predictions(task, batch: Batch, gih_temperatures=DEFAULT_GIH_TEMPER
     DAG: ``bayes`` (exact posterior predictive), ``one_nn`` (last parent only), the rest
     as for trees. n-gram: ``bayes`` on the true parents, ``gih_{S}_a{a}`` and
     ``count_{S}`` for parent subsets S, ``unigram``, ``uniform``, ``oracle``.
+
+    ``bayes`` is exact Bayes for DAGs with uniform roots and n-grams with uniform initial
+    tokens; for trees (roots ~ μ_π) and ``init="stationary"`` the roots / initial tokens
+    also carry information about π, which it ignores (Nichani §6.7).
     """
     tokens, s, alpha = batch.tokens_BxT, task.vocab_size, task.alpha
     out: dict[str, jax.Array] = {}
@@ -153,9 +158,12 @@ def baseline_predictions(task, batch: Batch, gih_temperatures=DEFAULT_GIH_TEMPER
         out["bayes"] = posterior_predictive(tokens, match, s, alpha)
         out["one_nn"] = posterior_predictive(tokens, dag_match(task.graph.last_parent_only(), tokens), s, alpha)
     elif isinstance(task, NGramTask):
-        match = ngram_match(task.parent_offsets, tokens)
-        context = tokens
-        out["bayes"] = posterior_predictive(tokens, match, s, alpha)
+        # with query="uniform" x_L is re-drawn independently of π: no evidence (its match
+        # is a pair (x_{L-1}, x_L) that π never generated)
+        n_ev = tokens.shape[1] - (task.query == "uniform")
+        context = tokens[:, :n_ev]
+        match = ngram_match(task.parent_offsets, tokens)[:, :n_ev]
+        out["bayes"] = posterior_predictive(context, match, s, alpha)
     else:
         raise ValueError(f"task must be a TreeTask, DAGTask or NGramTask (got {type(task).__name__})")
     out["unigram"] = posterior_predictive(context, jnp.ones(context.shape, bool), s, alpha)
@@ -163,11 +171,11 @@ def baseline_predictions(task, batch: Batch, gih_temperatures=DEFAULT_GIH_TEMPER
         for sub in _ngram_subsets(task.parent_offsets):
             if max(sub) > tokens.shape[1]:
                 continue
-            m = ngram_match(sub, tokens)
+            m = ngram_match(sub, tokens)[:, :n_ev]
             name = _subset_name(sub)
-            out[f"count_{name}"] = gih_predictive(tokens, m, s, math.inf)
+            out[f"count_{name}"] = gih_predictive(context, m, s, math.inf)
             for a in gih_temperatures:
-                out[f"gih_{name}_a{a:g}"] = gih_predictive(tokens, m, s, a)
+                out[f"gih_{name}_a{a:g}"] = gih_predictive(context, m, s, a)
     else:
         out["count"] = gih_predictive(context, match, s, math.inf)
         for a in gih_temperatures:
@@ -185,17 +193,26 @@ def _needs_floor(name: str) -> bool:
 def baseline_losses(task, batch: Batch, *, official_metric: bool = False, **kw) -> dict[str, jax.Array]:
     """Per-sequence soft-label cross-entropy of every baseline (``[B]`` each).
 
-    Hard count and GIH estimators can put zero mass on a possible token; they are scored with the
-    floor :data:`HARD_ESTIMATOR_EPS` (reported in the CLI's config). With
+    Hard count and GIH estimators can put zero mass on a possible token; they are scored as
+    the mixture (p + ε)/(1 + Sε) with ε = :data:`HARD_ESTIMATOR_EPS` (in the CLI's config). With
     ``official_metric=True`` also returns ``{name}/official``: Chen's double-softmax metric."""
     preds = baseline_predictions(task, batch, **kw)
     y = batch.label_probs_BxS
     out = {}
     for name, p in preds.items():
-        out[name] = cross_entropy_probs(p, y, HARD_ESTIMATOR_EPS if _needs_floor(name) else 0.0)
+        if _needs_floor(name):  # score the proper distribution (p + ε)/(1 + Sε)
+            p = (p + HARD_ESTIMATOR_EPS) / (1.0 + task.vocab_size * HARD_ESTIMATOR_EPS)
+        out[name] = cross_entropy_probs(p, y)
         if official_metric:
             out[f"{name}/official"] = official_double_softmax_ce(p, y)
     return out
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _chunk_stats(task, key, size, official_metric):
+    """Sum and sum of squares of every baseline's per-sequence loss on one fresh chunk."""
+    losses = baseline_losses(task, sample_batch(task, key, size), official_metric=official_metric)
+    return {k: (jnp.sum(v), jnp.sum(jnp.square(v))) for k, v in losses.items()}
 
 
 def estimate_baseline_losses(
@@ -217,14 +234,6 @@ def estimate_baseline_losses(
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an integer >= 1 (got {chunk_size!r})")
 
-    import functools
-
-    @functools.partial(jax.jit, static_argnums=2)
-    def chunk_stats(task, key, size):
-        batch = task.sample_with_kernels(jax.random.fold_in(key, 1), task.sample_kernels(key, size))
-        losses = baseline_losses(task, batch, official_metric=official_metric)
-        return {k: (jnp.sum(v), jnp.sum(jnp.square(v))) for k, v in losses.items()}
-
     from tqdm.auto import tqdm
 
     sums: dict[str, list[float]] = {}
@@ -232,7 +241,7 @@ def estimate_baseline_losses(
     bar = tqdm(total=num_samples, desc="baselines", unit="seq", disable=not progress)
     while done < num_samples:
         size = min(chunk_size, num_samples - done)
-        stats = jax.device_get(chunk_stats(task, jax.random.fold_in(key, chunk), size))
+        stats = jax.device_get(_chunk_stats(task, jax.random.fold_in(key, chunk), size, official_metric))
         for k, (s1, s2) in stats.items():
             acc = sums.setdefault(k, [0.0, 0.0])
             acc[0] += float(s1)

@@ -119,9 +119,11 @@ def icl_graph(num_nodes: int) -> CausalGraph:
 
 
 def _as_key(seed_or_key) -> jax.Array:
-    if isinstance(seed_or_key, (int, np.integer)):
+    if isinstance(seed_or_key, (int, np.integer)) and not isinstance(seed_or_key, bool):
         return jax.random.key(int(seed_or_key))
-    return seed_or_key
+    if isinstance(seed_or_key, jax.Array) and jax.dtypes.issubdtype(seed_or_key.dtype, jax.dtypes.prng_key):
+        return seed_or_key
+    raise ValueError(f"seed must be an integer or a typed jax.random.key (got {seed_or_key!r})")
 
 
 def random_tree_graph(seed_or_key, num_nodes: int) -> CausalGraph:

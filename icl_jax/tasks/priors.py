@@ -34,18 +34,20 @@ _LOOP_SIZE = 1 << 16
 _LMS_MAX_ALPHA = 0.15
 
 
-def _uniform_open(key: jax.Array, shape, dtype) -> jax.Array:
+def uniform_open(key: jax.Array, shape, dtype) -> jax.Array:
     """Uniform on (0, 1) with 32 random bits, so log(u) is finite and its lower tail
     reaches 2^-33 (jax.random.uniform stops at 2^-23, which would truncate the
     Gamma(α) tail through log(U)/α far too early for α = 0.1)."""
     bits = jax.random.bits(key, shape, jnp.uint32)
-    return (bits.astype(dtype) + dtype(0.5)) * dtype(2.0**-32)
+    u = (bits.astype(dtype) + dtype(0.5)) * dtype(2.0**-32)
+    # the 128 largest words round up to 2^32 in float32: keep the interval open
+    return jnp.minimum(u, dtype(1.0) - jnp.finfo(dtype).epsneg)
 
 
 def _box_muller(key: jax.Array, n: int, dtype) -> jax.Array:
     """n standard normals from n uniforms (two normals per pair of uniforms)."""
     half = (n + 1) // 2
-    u = _uniform_open(key, (2, half), dtype)
+    u = uniform_open(key, (2, half), dtype)
     r = jnp.sqrt(-2.0 * jnp.log(u[0]))
     theta = dtype(2.0 * math.pi) * u[1]
     return jnp.concatenate([r * jnp.cos(theta), r * jnp.sin(theta)])[:n]
@@ -62,7 +64,7 @@ def _mt_round(key: jax.Array, n: int, shape_param, dtype):
     v = (1.0 + c * x) ** 3
     positive = v > 0
     log_v = jnp.log(jnp.where(positive, v, 1.0))
-    log_u = jnp.log(_uniform_open(k_acc, (n,), dtype))
+    log_u = jnp.log(uniform_open(k_acc, (n,), dtype))
     accepted = positive & (log_u < 0.5 * x * x + d - d * v + d * log_v)
     return accepted, jnp.broadcast_to(jnp.log(d), (n,)) + log_v
 
@@ -74,21 +76,26 @@ def _lms_round(key: jax.Array, n: int, alpha, dtype):
     η(z) = e^{−z} (z ≥ 0), wλe^{λz} (z < 0) with λ = 1/α − 1, w = α/(e(1−α)) is sampled as a
     two-piece mixture from one uniform (the second piece reuses the uniform's excess over
     r = 1/(1+w)); accept when log W < log h(z) − log η(z). Returns (accepted, log X)."""
+    # Array ops divide only by explicit reciprocals: XLA may turn x / scalar into
+    # x * (1/scalar) for a scalar α but not for a vmapped one, which would break the
+    # bit-for-bit agreement of vmapped and single runs.
     k_u, k_w = jax.random.split(key)
-    lam = 1.0 / alpha - 1.0
+    inv_alpha = 1.0 / alpha
+    lam = inv_alpha - 1.0
     w = alpha / (math.e * (1.0 - alpha))
     r = 1.0 / (1.0 + w)
-    u = _uniform_open(k_u, (n,), dtype)
+    inv_r, inv_1mr, inv_lam = 1.0 / r, 1.0 / (1.0 - r), 1.0 / lam
+    u = uniform_open(k_u, (n,), dtype)
     right = u <= r
     z = jnp.where(
         right,
-        -jnp.log(jnp.where(right, u, r) / r),
-        jnp.log(jnp.where(right, 1.0, (u - r) / (1.0 - r))) / lam,
+        -jnp.log(jnp.where(right, u, r) * inv_r),
+        jnp.log(jnp.where(right, 1.0, (u - r) * inv_1mr)) * inv_lam,
     )
-    e = jnp.exp(-z / alpha)
+    e = jnp.exp(-z * inv_alpha)
     log_ratio = jnp.where(z >= 0, -e, -z - e - jnp.log(w * lam) - lam * z)
-    accepted = jnp.log(_uniform_open(k_w, (n,), dtype)) < log_ratio
-    return accepted, -z / alpha
+    accepted = jnp.log(uniform_open(k_w, (n,), dtype)) < log_ratio
+    return accepted, -z * inv_alpha
 
 
 def _redraw_rejected(key, round_fn, accepted, value, fraction: int):
@@ -141,41 +148,73 @@ def _rejection_sample(key, round_fn, n: int, fraction: int):
     return value
 
 
+def _log_gamma_exponential(key, alpha, n: int, dtype):
+    """α = 1: log of an exponential (one word per draw)."""
+    del alpha
+    return jnp.log(-jnp.log(uniform_open(key, (n,), dtype)))
+
+
+def _log_gamma_lms(key, alpha, n: int, dtype):
+    """α < _LMS_MAX_ALPHA: Liu–Martin–Syring in log space (two words per proposal)."""
+    # Under vmap every branch of the switch runs for every α: clamp so the untaken branch,
+    # whose proposals never accept for α >= 1, still terminates. Buffer 1/6 > 12.4 %, the
+    # largest rejection rate below _LMS_MAX_ALPHA.
+    a = jnp.where(alpha < _LMS_MAX_ALPHA, alpha, _LMS_MAX_ALPHA / 2)
+    return _rejection_sample(key, lambda k, m: _lms_round(k, m, a, dtype), n, 6)
+
+
+def _log_gamma_boosted(key, alpha, n: int, dtype):
+    """Any α > 0: Marsaglia–Tsang for shape α+1, then log G_α = log G_{α+1} + log(U)/α."""
+    k_main, k_boost = jax.random.split(key)
+    # buffer 1/16 > 5 %, the largest Marsaglia–Tsang rejection rate for shape >= 1
+    log_g = _rejection_sample(k_main, lambda k, m: _mt_round(k, m, alpha + 1.0, dtype), n, 16)
+    return log_g + jnp.log(uniform_open(k_boost, (n,), dtype)) * (1.0 / alpha)  # see _lms_round
+
+
+def _check_alpha_value(alpha):
+    if isinstance(alpha, (str, bytes, bool, list, tuple, type(None))):
+        raise ValueError(f"alpha must be a finite scalar > 0 (got {alpha!r})")
+    try:
+        value = np.asarray(alpha, np.float64)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return  # traced: checked on device (NaN output)
+    if value.shape != () or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"alpha must be a finite scalar > 0 (got {alpha!r})")
+
+
 def sample_log_gamma(key: jax.Array, alpha, shape, dtype=jnp.float32) -> jax.Array:
     r"""log of Gamma(α, 1) draws (α a scalar), accurate deep into the lower tail.
 
-    One of three exact samplers, chosen by ``lax.switch`` on α (so a traced or vmapped α
-    draws exactly the same bits as a single call with the same α):
+    One of three exact samplers, chosen by ``lax.switch`` on α, so a vmapped α draws the
+    same variates as a single call with that (traced) α: bit for bit on the exponential and
+    Liu–Martin–Syring paths, to a few ulp of the operands on the Marsaglia–Tsang path, where
+    XLA fuses the final multiply-add differently in the batched program:
 
     * α = 1: log of an exponential (one word per draw);
-    * α < 0.15 (the papers' α = 0.1): Liu–Martin–Syring in log space (two words);
+    * α < 0.15 (the papers' α = 0.1): Liu–Martin–Syring in log space (two words, 8.6 %
+      rejections at α = 0.1);
     * otherwise: Marsaglia–Tsang for shape α+1 and the boost
-      :math:`\log G_α = \log G_{α+1} + \log(U)/α` (three words; 4.2 % rejections).
+      :math:`\log G_α = \log G_{α+1} + \log(U)/α` (three words; under 5 % rejections).
+
+    A concrete α ≤ 0, NaN or ±inf raises ``ValueError``; a traced one returns NaN draws
+    (never a hang: the samplers run on a safe α and the result is masked).
     """
+    _check_alpha_value(alpha)
+    if jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        raise ValueError(f"dtype must be float32 or float64 (got {jnp.dtype(dtype)})")
+    dtype = jnp.dtype(dtype).type
     shape = tuple(shape)
     n = int(np.prod(shape)) if shape else 1
     alpha = jnp.asarray(alpha, dtype)
-    if alpha.shape != ():
-        raise ValueError(f"alpha must be a scalar (got shape {alpha.shape})")
-
-    def exponential(key):
-        return jnp.log(-jnp.log(_uniform_open(key, (n,), dtype)))
-
-    def small_shape(key):
-        # Under vmap every branch runs for every α: clamp so the untaken branch, whose
-        # proposals never accept for α >= 1, still terminates. Buffer 1/6 > 12.4 %, the
-        # largest rejection rate below _LMS_MAX_ALPHA.
-        a = jnp.where(alpha < _LMS_MAX_ALPHA, alpha, _LMS_MAX_ALPHA / 2)
-        return _rejection_sample(key, lambda k, m: _lms_round(k, m, a, dtype), n, 6)
-
-    def boosted(key):
-        k_main, k_boost = jax.random.split(key)
-        # buffer 1/16 > 5 %, the largest Marsaglia–Tsang rejection rate for shape >= 1
-        log_g = _rejection_sample(k_main, lambda k, m: _mt_round(k, m, alpha + 1.0, dtype), n, 16)
-        return log_g + jnp.log(_uniform_open(k_boost, (n,), dtype)) / alpha
-
-    branch = jnp.where(alpha == 1.0, 0, jnp.where(alpha < _LMS_MAX_ALPHA, 1, 2))
-    return jax.lax.switch(branch, (exponential, small_shape, boosted), key).reshape(shape)
+    bad = ~(alpha > 0) | ~jnp.isfinite(alpha)
+    safe = jnp.where(bad, dtype(1.0), alpha)
+    branch = jnp.where(safe == 1.0, 0, jnp.where(safe < _LMS_MAX_ALPHA, 1, 2))
+    branches = [
+        functools.partial(f, alpha=safe, n=n, dtype=dtype)
+        for f in (_log_gamma_exponential, _log_gamma_lms, _log_gamma_boosted)
+    ]
+    out = jax.lax.switch(branch, branches, key)
+    return jnp.where(bad, jnp.nan, out).reshape(shape)
 
 
 @functools.partial(jax.jit, static_argnames=("shape", "log", "dtype"))
@@ -193,6 +232,9 @@ def sample_dirichlet(
     their tiny entries relative to each other. ``log=True`` returns log-probabilities
     (exact where the probabilities underflow float32). Compiled; ``alpha`` may be traced.
     """
+    _check_alpha_value(alpha)
+    if not isinstance(vocab_size, (int, np.integer)) or vocab_size < 2:
+        raise ValueError(f"vocab_size must be an integer >= 2 (got {vocab_size!r})")
     return _dirichlet(key, alpha, tuple(shape) + (int(vocab_size),), log, jnp.dtype(dtype).type)
 
 
@@ -207,10 +249,11 @@ def stationary_distribution(p_NxN: jax.Array) -> jax.Array:
 
     Grassmann–Taksar–Heyman state reduction: eliminate states N−1, …, 1 in turn, using
     :math:`s_k = \sum_{j<k} P_{kj}` (never :math:`1 - P_{kk}`), then back-substitute
-    :math:`μ_k = \sum_{i<k} μ_i P_{ik}/s_k`. Only products, sums and divisions of
-    non-negative numbers occur, so every μ_k carries a small *relative* error even when it
-    is ~1e-30. Rows with no mass on lower states (reducible chains, a measure-zero event
-    under a Dirichlet prior) are guarded so the output stays finite.
+    :math:`μ_k = \sum_{i<k} μ_i P_{ik}/s_k` (rescaled as it goes, see ``_back_step``).
+    Only products, sums and divisions of non-negative numbers occur, so every μ_k carries a small *relative* error even when it
+    is ~1e-30. States with no mass on lower states (reducible chains: float32 Dirichlet
+    rows underflow to exact zeros at small α) are guarded by a floor on s_k and a running
+    renormalisation of μ, so the output stays finite and puts the mass on closed classes.
     """
     p = jnp.asarray(p_NxN)
     n = p.shape[-1]
@@ -221,19 +264,28 @@ def stationary_distribution(p_NxN: jax.Array) -> jax.Array:
     return mu / jnp.sum(mu, axis=-1, keepdims=True)
 
 
+def _back_step(mu, column, s_k):
+    """μ_k = Σ_{i<k} μ_i P_ik / s_k, appended with the whole vector rescaled by its max.
+
+    Written as (μ·s_k, Σ μ_i P_ik) / max so that nothing overflows when s_k is ~1e-38
+    (a nearly closed state k): μ stays in [0, 1] and only relative masses matter."""
+    t = jnp.sum(mu * column, axis=-1, keepdims=True)
+    mu = jnp.concatenate([mu * s_k[..., None], t], axis=-1)
+    return mu / jnp.max(mu, axis=-1, keepdims=True)
+
+
 def _gth_unrolled(p):
     tiny = jnp.finfo(p.dtype).tiny
     n = p.shape[-1]
-    cols = {}
+    columns, sums = {}, {}
     a = p
     for k in range(n - 1, 0, -1):
-        s = jnp.sum(a[..., k, :k], axis=-1)
-        col = a[..., :k, k] / jnp.maximum(s, tiny)[..., None]  # P[i, k] / s_k, i < k
-        a = a[..., :k, :k] + col[..., :, None] * a[..., k, None, :k]
-        cols[k] = col
+        s = jnp.maximum(jnp.sum(a[..., k, :k], axis=-1), tiny)
+        columns[k], sums[k] = a[..., :k, k], s
+        a = a[..., :k, :k] + (a[..., :k, k] / s[..., None])[..., :, None] * a[..., k, None, :k]
     mu = jnp.ones(p.shape[:-2] + (1,), p.dtype)
     for k in range(1, n):
-        mu = jnp.concatenate([mu, jnp.sum(mu * cols[k], axis=-1, keepdims=True)], axis=-1)
+        mu = _back_step(mu, columns[k], sums[k])
     return mu
 
 
@@ -242,20 +294,23 @@ def _gth_masked(p):
     tiny = jnp.finfo(p.dtype).tiny
     idx = jnp.arange(n)
 
-    def eliminate(step, p):
+    def eliminate(step, state):
+        p, sums = state
         k = n - 1 - step
         lower = idx < k
         row_k = jnp.where(lower, p[..., k, :], 0.0)
-        s = jnp.sum(row_k, axis=-1)
-        col_k = jnp.where(lower, p[..., :, k] / jnp.maximum(s, tiny)[..., None], p[..., :, k])
+        s = jnp.maximum(jnp.sum(row_k, axis=-1), tiny)
+        col_k = jnp.where(lower, p[..., :, k] / s[..., None], 0.0)
         mask = lower[:, None] & lower[None, :]
         p = jnp.where(mask, p + col_k[..., :, None] * row_k[..., None, :], p)
-        return p.at[..., :, k].set(col_k)
+        return p, sums.at[..., k].set(s)
 
-    p = jax.lax.fori_loop(0, n - 1, eliminate, p)
+    p, sums = jax.lax.fori_loop(0, n - 1, eliminate, (p, jnp.ones(p.shape[:-1], p.dtype)))
 
     def back(k, mu):
-        return mu.at[..., k].set(jnp.sum(jnp.where(idx < k, mu * p[..., :, k], 0.0), axis=-1))
+        t = jnp.sum(jnp.where(idx < k, mu * p[..., :, k], 0.0), axis=-1)
+        mu = jnp.where(idx < k, mu * sums[..., k, None], 0.0).at[..., k].set(t)
+        return mu / jnp.max(mu, axis=-1, keepdims=True)
 
     mu0 = jnp.zeros(p.shape[:-1], p.dtype).at[..., 0].set(1.0)
     return jax.lax.fori_loop(1, n, back, mu0)

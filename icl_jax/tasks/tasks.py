@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Literal
 
 import jax
@@ -38,13 +37,15 @@ __all__ = [
     "dag_task",
     "chen_bigram_task",
     "sample",
+    "sample_batch",
     "MAX_KERNEL_ROWS",
 ]
 
 # Largest per-sequence kernel table (rows) a task may ask for; B·rows·S floats are held.
 MAX_KERNEL_ROWS = 1 << 16
-# Largest window chain (d^K states) for stationary n-gram initialisation (dense solve).
-MAX_WINDOW_STATES = 1 << 12
+# Largest window chain (d^K states) for stationary n-gram initialisation: the solve holds a
+# dense [B, d^K, d^K] matrix (256 states: 256 KiB per sequence).
+MAX_WINDOW_STATES = 1 << 8
 
 
 def _is_concrete(x) -> bool:
@@ -62,6 +63,8 @@ def _is_concrete(x) -> bool:
 
 
 def _check_alpha(alpha):
+    if isinstance(alpha, (str, bytes, bool, list, tuple, type(None))):
+        raise ValueError(f"alpha must be a finite scalar > 0 (Dirichlet concentration), got {alpha!r}")
     if _is_concrete(alpha):
         a = np.asarray(alpha, np.float64)
         if a.shape != () or not np.isfinite(a) or a <= 0:
@@ -89,9 +92,14 @@ def _uniform_row(b: int, s: int, dtype=jnp.float32) -> jax.Array:
     return jnp.full((b, 1, s), 1.0 / s, dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size",))
-def _sample_jit(task, key, batch_size):
-    return task.sample_with_kernels(jax.random.fold_in(key, 1), task.sample_kernels(key, batch_size))
+def sample_batch(task, key: jax.Array, batch_size: int) -> Batch:
+    """Traceable body of :func:`sample`: kernels and tokens from two independent halves
+    of ``key`` (a key is never used both directly and as the parent of another)."""
+    k_kernels, k_tokens = jax.random.split(key)
+    return task.sample_with_kernels(k_tokens, task.sample_kernels(k_kernels, batch_size))
+
+
+_sample_jit = jax.jit(sample_batch, static_argnames=("batch_size",))
 
 
 def sample(task, key: jax.Array, batch_size: int) -> Batch:

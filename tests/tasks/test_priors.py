@@ -38,19 +38,48 @@ def test_dirichlet_marginal_ks_on_log_scale(alpha):
     assert stats.kstest(log_p, lambda t: wrong.cdf(np.exp(t))).pvalue < P_REJECT
 
 
-def test_log_gamma_exponential_path_matches_general_path():
-    """α = 1 uses exponentials; a traced α = 1 takes the Marsaglia–Tsang path: same law."""
-    fast = np.asarray(sample_log_gamma(jax.random.key(3), 1.0, (20000,)))
-    general = np.asarray(jax.jit(lambda a: sample_log_gamma(jax.random.key(4), a, (20000,)))(1.0))
-    assert stats.ks_2samp(fast, general).pvalue > P_REJECT
-    assert stats.kstest(np.exp(general), stats.expon.cdf).pvalue > P_REJECT
+def test_gamma_branches_agree_where_both_apply():
+    """The three samplers behind lax.switch, called directly: Liu–Martin–Syring and the
+    boosted Marsaglia–Tsang at α = 0.12, the exponential and Marsaglia–Tsang at α = 1."""
+    from icl_jax.tasks.priors import _log_gamma_boosted, _log_gamma_exponential, _log_gamma_lms
+
+    n, f32 = 20000, jnp.float32
+    lms = np.asarray(jax.jit(lambda k: _log_gamma_lms(k, jnp.float32(0.12), n, f32))(jax.random.key(3)))
+    mt = np.asarray(jax.jit(lambda k: _log_gamma_boosted(k, jnp.float32(0.12), n, f32))(jax.random.key(4)))
+    assert stats.ks_2samp(lms, mt).pvalue > P_REJECT
+    assert stats.kstest(lms, lambda t: stats.gamma(0.12).cdf(np.exp(t))).pvalue > P_REJECT
+    exp = np.asarray(jax.jit(lambda k: _log_gamma_exponential(k, jnp.float32(1.0), n, f32))(jax.random.key(5)))
+    mt1 = np.asarray(jax.jit(lambda k: _log_gamma_boosted(k, jnp.float32(1.0), n, f32))(jax.random.key(6)))
+    assert stats.ks_2samp(exp, mt1).pvalue > P_REJECT
+    assert stats.kstest(np.exp(exp), stats.expon.cdf).pvalue > P_REJECT
 
 
-def test_log_gamma_vmaps_over_alpha():
-    alphas = jnp.array([0.3, 2.0])
-    draws = jax.vmap(lambda a: jnp.exp(sample_log_gamma(jax.random.key(5), a, (20000,))))(alphas)
+def test_log_gamma_vmaps_over_alpha_like_single_calls():
+    """A vmapped α (every switch branch runs, results selected) draws what single calls
+    draw, on the compaction path (n > 65536) of every branch: bit for bit for α = 0.1
+    (Liu–Martin–Syring) and α = 1 (exponential); within a few ulp of the operands on the
+    Marsaglia–Tsang path (the batched program contracts the boost's multiply-add
+    differently)."""
+    alphas = jnp.array([0.1, 1.0, 0.3, 2.0])
+    shape = (100_000,)
+    draws = jax.vmap(lambda a: sample_log_gamma(jax.random.key(5), a, shape))(alphas)
+    single_call = jax.jit(lambda a: sample_log_gamma(jax.random.key(5), a, shape))  # α traced, as in tasks
     for a, x in zip(np.asarray(alphas), np.asarray(draws)):
-        assert stats.kstest(x, stats.gamma(a).cdf).pvalue > P_REJECT
+        single = np.asarray(single_call(a))
+        if a < 0.15 or a == 1.0:
+            np.testing.assert_array_equal(x, single)
+        else:
+            # a few ulp of the operands (|log G| up to ~20, ulp 2e-6), absolute since the
+            # sum log G_{α+1} + log(U)/α can cancel to near 0
+            np.testing.assert_allclose(x, single, rtol=0, atol=1e-5)
+        assert stats.kstest(np.exp(x[:20000]).astype(np.float64), stats.gamma(a).cdf).pvalue > P_REJECT
+
+
+def test_invalid_alpha():
+    with pytest.raises(ValueError, match="alpha must be a finite scalar > 0"):
+        sample_dirichlet(jax.random.key(0), 0.0, (2,), 3)
+    out = jax.vmap(lambda a: sample_log_gamma(jax.random.key(0), a, (4,)))(jnp.array([jnp.nan, -1.0, 0.5]))
+    assert np.all(np.isnan(np.asarray(out[:2]))) and np.all(np.isfinite(np.asarray(out[2])))
 
 
 def _stationary_reference(p):
@@ -85,9 +114,22 @@ def test_stationary_two_state_closed_form():
     np.testing.assert_allclose(mu, [1.0, 2e-30], rtol=1e-6)
 
 
-def test_stationary_reducible_chain_stays_finite():
-    mu = np.asarray(stationary_distribution(jnp.eye(4)))
-    assert np.all(np.isfinite(mu)) and abs(mu.sum() - 1) < 1e-6 and mu.min() >= 0
+def test_stationary_reducible_chains_stay_finite():
+    """Exact zeros (float32 Dirichlet rows underflow at small α) make chains reducible;
+    with transient states the mass must go to the closed class, never NaN."""
+    from icl_jax.tasks.priors import _gth_masked
+
+    transient = jnp.array([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]])
+    masked = jax.jit(lambda p: _gth_masked(p) / _gth_masked(p).sum(-1, keepdims=True))
+    for solve in (stationary_distribution, masked):
+        np.testing.assert_allclose(np.asarray(solve(transient)), [0, 0, 1], atol=1e-30)
+        mu = np.asarray(solve(jnp.eye(4)))
+        assert np.all(np.isfinite(mu)) and abs(mu.sum() - 1) < 1e-6 and mu.min() >= 0
+    pi = sample_dirichlet(jax.random.key(9), 0.01, (20000, 10), 10)
+    assert (np.asarray(pi) == 0).any()  # the hard case is exercised
+    mu = np.asarray(stationary_distribution(pi))
+    assert np.all(np.isfinite(mu))
+    np.testing.assert_allclose(np.einsum("bi,bij->bj", mu, np.asarray(pi)), mu, atol=1e-5)
 
 
 def test_window_stationary_law_is_invariant():

@@ -8,6 +8,7 @@ from scipy import stats
 
 from icl_jax import NGramTask, chen_bigram_task, dag_task, sample_dirichlet, stationary_distribution, tree_task
 from icl_jax.tasks.graphs import random_tree_graph
+from icl_jax.tasks.sampling import token_uniforms
 from icl_jax.tasks.tasks import TreeTask
 
 P_REJECT = 1e-6  # see test_priors: fixed seeds, null rejection probability 1e-6
@@ -54,11 +55,34 @@ def _reference_dag(task, kernels, u):
     return x, p, draw.ambiguous
 
 
+def _window_law_numpy(pi, d, offs):
+    """Joint law of (x_0, ..., x_{K-1}) under stationarity, by an eigen-solve of the
+    window chain built with explicit loops (independent of the library's GTH code)."""
+    k = max(offs)
+    states = list(np.ndindex(*(d,) * k))  # (x_{i-K}, ..., x_{i-1}), oldest first
+    index = {st: j for j, st in enumerate(states)}
+    trans = np.zeros((len(states), len(states)))
+    for st in states:
+        ctx = [st[k - o] for o in offs]  # x_{i-o}
+        row = sum(c * d ** (len(offs) - 1 - j) for j, c in enumerate(ctx))
+        for e in range(d):
+            trans[index[st], index[st[1:] + (e,)]] += pi[row][e]
+    vals, vecs = np.linalg.eig(trans.T)
+    mu = np.real(vecs[:, np.argmin(np.abs(vals - 1))])
+    return (mu / mu.sum()).reshape((d,) * k)  # axes x_0, ..., x_{K-1}
+
+
 def _reference_ngram(task, kernels, u):
-    d, offs, draw, x, pi = task.vocab_size, task.parent_offsets, _Draw(u), [], kernels["pi"]
+    d, offs, draw, x, pi = task.vocab_size, task.parent_offsets, _Draw(u), [], np.asarray(kernels["pi"], np.float64)
+    window = _window_law_numpy(pi, d, offs) if task.init == "stationary" else None
     for i in range(task.seq_len + 1):
-        if i < max(offs) or (task.query == "uniform" and i == task.seq_len - 1):
+        if task.query == "uniform" and i == task.seq_len - 1:
             p = np.full(d, 1 / d)
+        elif i < max(offs) and window is None:
+            p = np.full(d, 1 / d)
+        elif i < max(offs):
+            joint = window.sum(axis=tuple(range(i + 1, max(offs))))[tuple(x)]
+            p = joint / joint.sum()
         else:
             row = sum(x[i - o] * d ** (len(offs) - 1 - j) for j, o in enumerate(offs))
             p = pi[row]
@@ -71,7 +95,7 @@ def _compare(task, reference, batch_size=64):
     kernels = task.sample_kernels(key_k, batch_size)
     batch = task.sample_with_kernels(key_s, kernels)
     n = task.plan.num_nodes
-    u = np.asarray(jax.random.uniform(key_s, (n, batch_size)))  # the sampler's uniforms
+    u = np.asarray(token_uniforms(key_s, n, batch_size))  # the sampler's uniforms
     kernels_np = {k: np.asarray(v) for k, v in kernels.items()}
     checked = 0
     for b in range(batch_size):
@@ -95,9 +119,30 @@ def test_dag_sampler_matches_reference(roots):
     _compare(dag_task(vocab_size=3, seq_len=10, alpha=0.5, roots=roots), _reference_dag)
 
 
-@pytest.mark.parametrize("offsets,query", [((1, 2), "natural"), ((1, 3), "natural"), ((1,), "uniform")])
-def test_ngram_sampler_matches_reference(offsets, query):
-    _compare(NGramTask(3, 12, offsets, query=query, alpha=0.5), _reference_ngram)
+@pytest.mark.parametrize(
+    "offsets,query,init",
+    [((1, 2), "natural", "uniform"), ((1, 3), "natural", "uniform"), ((1,), "uniform", "uniform"),
+     ((1, 3), "natural", "stationary"), ((2, 3), "uniform", "stationary")],
+)
+def test_ngram_sampler_matches_reference(offsets, query, init):
+    _compare(NGramTask(3, 12, offsets, init=init, query=query, alpha=0.5), _reference_ngram)
+
+
+@pytest.mark.parametrize(
+    "task",
+    [tree_task("chain", vocab_size=3, seq_len=6, alpha=0.5), dag_task(vocab_size=5, seq_len=6, alpha=1.0, roots="official"),
+     chen_bigram_task(vocab_size=3, seq_len=6, alpha=2.0)],
+    ids=["tree-boost", "dag-official-exponential", "bigram-boost"],
+)
+def test_tokens_independent_of_kernel_randomness(task):
+    """Through task.sample: by exchangeability P(x_0 = 0) = 1/S. Reusing kernel random
+    bits for tokens (a key used both directly and as a parent) shifts it by many sigma."""
+    n = 20000
+    keys = jax.random.split(jax.random.key(12), n)
+    first = np.asarray(jax.vmap(lambda k: task.sample(k, 1).tokens_BxT[0, 0])(keys))
+    p = 1 / task.vocab_size
+    z = ((first == 0).mean() - p) / np.sqrt(p * (1 - p) / n)
+    assert abs(z) < stats.norm.isf(P_REJECT / 2), z
 
 
 # ------------------------------------------------------------------------- statistics

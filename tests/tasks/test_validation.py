@@ -14,6 +14,7 @@ from icl_jax import (
     fig9_graph,
     graph_from_parent_lists,
     ngram_offsets,
+    random_tree_graph,
     tree_from_dag_array,
     tree_task,
 )
@@ -27,6 +28,9 @@ from icl_jax import (
         (lambda: tree_task("chain", alpha=-1.0), "alpha must be a finite scalar > 0"),
         (lambda: tree_task("chain", alpha=float("nan")), "alpha must be a finite scalar > 0"),
         (lambda: tree_task("chain", seq_len=1), "seq_len must be an integer >= 2"),
+        (lambda: TreeTask(chain_graph(3), 3, None), "alpha must be a finite scalar > 0"),
+        (lambda: TreeTask(chain_graph(3), 3, "0.1"), "alpha must be a finite scalar > 0"),
+        (lambda: random_tree_graph(1.5, 5), "seed must be an integer or a typed jax.random.key"),
         (lambda: tree_task("spiral"), "graph must be one of"),
         (lambda: tree_task("manual", seq_len=20), "seq_len must be 6 for the manual graph"),
         (lambda: TreeTask(graph_from_parent_lists([[], [], [0, 1]]), 3, 0.1), "in-degree <= 1"),
