@@ -77,7 +77,7 @@ def _parse_value(key: str, text: str, default):
             return json.loads(text) if text.startswith("[") else [type(default[0])(v) for v in text.split(",")]
         return text
     except (ValueError, IndexError, json.JSONDecodeError):
-        raise ValueError(f"--set {key}={text}: cannot parse as {type(default).__name__} (default {default!r})")
+        raise ValueError(f"--set {key}={text}: cannot parse as {type(default).__name__} (default {default!r})") from None
 
 
 def parse_overrides(items: list[str], defaults: dict) -> dict:

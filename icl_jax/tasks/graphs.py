@@ -188,8 +188,8 @@ def ngram_offsets(offsets: Sequence[int]) -> tuple[int, ...]:
     ``(1, 2)`` is the paper's 3-gram (the official ``--n-gram 3``)."""
     try:
         offs = tuple(sorted(int(o) for o in offsets))
-    except TypeError:
-        raise ValueError(f"parent_offsets must be a sequence of integers (got {offsets!r})")
+    except (TypeError, ValueError):
+        raise ValueError(f"parent_offsets must be a sequence of integers (got {offsets!r})") from None
     if not offs:
         raise ValueError("parent_offsets must name at least one offset (got none)")
     if offs[0] < 1 or len(set(offs)) != len(offs):
