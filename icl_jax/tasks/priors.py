@@ -176,8 +176,10 @@ def _check_alpha_value(alpha):
         raise ValueError(f"alpha must be a finite scalar > 0 (got {alpha!r})")
     try:
         value = np.asarray(alpha, np.float64)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return  # traced: checked on device (NaN output)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError, TypeError):
+        # traced (checked on device: NaN output), or a placeholder JAX puts in a pytree
+        # leaf while rebuilding a task (its concrete original was validated)
+        return
     if value.shape != () or not np.isfinite(value) or value <= 0:
         raise ValueError(f"alpha must be a finite scalar > 0 (got {alpha!r})")
 

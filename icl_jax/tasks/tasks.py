@@ -26,7 +26,7 @@ import numpy as np
 
 from icl_jax.tasks import graphs as _graphs
 from icl_jax.tasks.graphs import CausalGraph
-from icl_jax.tasks.priors import ngram_window_stationary, sample_dirichlet, stationary_distribution
+from icl_jax.tasks.priors import _check_alpha_value, ngram_window_stationary, sample_dirichlet, stationary_distribution
 from icl_jax.tasks.sampling import Batch, SamplingPlan, sample_tokens, target_rows
 
 __all__ = [
@@ -48,29 +48,6 @@ MAX_KERNEL_ROWS = 1 << 16
 MAX_WINDOW_STATES = 1 << 8
 
 
-def _is_concrete(x) -> bool:
-    """True for numbers and concrete arrays; False for tracers (vmapped/jitted α) and the
-    placeholders JAX puts in pytree leaves, which are validated by their concrete caller."""
-    if isinstance(x, (int, float, np.ndarray, np.generic)):
-        return True
-    if isinstance(x, jax.Array):
-        try:
-            np.asarray(x)
-            return True
-        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-            return False
-    return False
-
-
-def _check_alpha(alpha):
-    if isinstance(alpha, (str, bytes, bool, list, tuple, type(None))):
-        raise ValueError(f"alpha must be a finite scalar > 0 (Dirichlet concentration), got {alpha!r}")
-    if _is_concrete(alpha):
-        a = np.asarray(alpha, np.float64)
-        if a.shape != () or not np.isfinite(a) or a <= 0:
-            raise ValueError(f"alpha must be a finite scalar > 0 (Dirichlet concentration), got {alpha!r}")
-
-
 def _check_vocab(vocab_size):
     if not isinstance(vocab_size, (int, np.integer)) or vocab_size < 2:
         raise ValueError(f"vocab_size must be an integer >= 2 (got {vocab_size!r})")
@@ -85,7 +62,7 @@ def _check_graph_task(task):
     if not isinstance(task.graph, CausalGraph):
         raise ValueError(f"graph must be a CausalGraph (got {type(task.graph).__name__})")
     _check_vocab(task.vocab_size)
-    _check_alpha(task.alpha)
+    _check_alpha_value(task.alpha)
 
 
 def _uniform_row(b: int, s: int, dtype=jnp.float32) -> jax.Array:
@@ -369,7 +346,7 @@ class NGramTask(_TaskBase):
         if not isinstance(self.seq_len, (int, np.integer)):
             raise ValueError(f"seq_len must be an integer (got {self.seq_len!r})")
         _check_vocab(self.vocab_size)
-        _check_alpha(self.alpha)
+        _check_alpha_value(self.alpha)
         object.__setattr__(self, "parent_offsets", _graphs.ngram_offsets(self.parent_offsets))
         _check_choice("init", self.init, ("uniform", "stationary"))
         _check_choice("query", self.query, ("natural", "uniform"))
