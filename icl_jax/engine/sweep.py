@@ -1,0 +1,182 @@
+"""Seeds × hyperparameters in one compiled call, sharded over every available device.
+
+A sweep flattens its (grid point, seed) pairs into one run axis — grid outer, seeds inner —
+vmaps the single-run program of `icl_jax.engine.train` over it, and shards that axis over a
+1-D device mesh (`jax.sharding.Mesh` + `NamedSharding`; runs are independent, so no
+collectives). The axis is padded to a multiple of the device count and the padding dropped.
+One CPU, a GPU node and a TPU slice run the same code; a mesh of one device is the fallback.
+
+Run r of a sweep uses `jax.random.key(seeds[r % n_seeds])` and grid point `r // n_seeds`, so
+it reproduces `train(..., seed=seeds[r % n_seeds], hparams=<that grid point>)`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from icl_jax.engine.data import DataSource
+from icl_jax.engine.stages import LabelFn, Stage, top_level_labels
+from icl_jax.engine.train import (
+    RUN_AXIS,
+    VECTORIZE_MODES,
+    LossFn,
+    RunLayout,
+    TrainResult,
+    TrainState,
+    execute,
+    make_program,
+    write_outputs,
+)
+
+
+def product_grid(**axes: Sequence[float]) -> dict[str, np.ndarray]:
+    """Cartesian product of 1-D hyperparameter axes, flattened (last axis fastest).
+
+    `product_grid(lr=[0.1, 1.0], init_scale=[1e-3, 1e-2])` gives 4 grid points; reshape a
+    sweep's leading axis to (2, 2) to index them as (lr, init_scale).
+    """
+    names = list(axes)
+    values = [np.asarray(axes[n]) for n in names]
+    for name, v in zip(names, values):
+        if v.ndim != 1 or v.size == 0:
+            raise ValueError(f"product_grid({name}=...): needs a non-empty 1-D sequence, got shape {v.shape}")
+    points = list(itertools.product(*[range(v.size) for v in values]))
+    return {n: v[[p[i] for p in points]] for i, (n, v) in enumerate(zip(names, values))}
+
+
+def _grid(hparams: Mapping[str, Any] | None) -> tuple[dict[str, jax.Array], int]:
+    if not hparams:
+        return {}, 1
+    arrays = {name: jnp.asarray(value) for name, value in hparams.items()}
+    lengths = {}
+    for name, arr in arrays.items():
+        if arr.ndim != 1:
+            raise ValueError(
+                f"hparams[{name!r}]: a sweep takes 1-D grids (one value per grid point), got shape {arr.shape}"
+            )
+        lengths[name] = arr.shape[0]
+    if len(set(lengths.values())) != 1:
+        raise ValueError(
+            f"hparams: every grid must have the same length (one entry per grid point; use product_grid for "
+            f"a Cartesian product), got lengths {lengths}"
+        )
+    return arrays, next(iter(lengths.values()))
+
+
+def _seeds(seeds) -> tuple[int, ...]:
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1:
+            raise ValueError(f"seeds: need at least one seed, got {seeds}")
+        return tuple(range(int(seeds)))
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("seeds: need at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: must be distinct, got {seeds}")
+    return seeds
+
+
+def run_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh over `devices` (default: all) with the axis name 'runs'."""
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices: need at least one device")
+    return Mesh(np.asarray(devices), (RUN_AXIS,))
+
+
+def sweep(
+    loss_fn: LossFn,
+    init,
+    stages: Sequence[Stage],
+    data: DataSource,
+    *,
+    seeds: int | Sequence[int] = 1,
+    hparams: Mapping[str, Any] | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    vectorize: str = "vmap",
+    metrics: Callable | None = None,
+    record_every: int = 1,
+    label_fn: LabelFn = top_level_labels,
+    chunk_steps: int | None = None,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 1,
+    progress: bool = True,
+    config: Mapping | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train every (grid point, seed) pair in one compiled, vmapped, sharded call.
+
+    Args:
+      seeds: a count n (seeds 0..n-1) or explicit distinct integer seeds.
+      hparams: dict of 1-D arrays of equal length G (zipped grid points; see `product_grid`).
+        Each run sees scalars, so stages, init and samplers use them exactly as in `train`.
+      devices: devices to shard the run axis over (default: all of `jax.devices()`); each
+        device gets a contiguous block of runs through `jax.shard_map`.
+      vectorize: how the runs on one device are batched. "vmap" (default) vectorises them —
+        fast, and equal to the single runs up to float32 rounding: XLA picks a different
+        association order for some reductions when they gain a batch axis, so results can differ
+        from `train` in the last bit. "map" runs them one after another with `jax.lax.map`
+        through the single-run program and reproduces `train` bit for bit (slower).
+      Everything else: as `icl_jax.engine.train`.
+
+    Returns:
+      A TrainResult whose arrays have leading axes (G, n_seeds): `loss` is (G, N, steps),
+      metric leaves (G, N, n_records, ...), parameter leaves (G, N, ...).
+    """
+    if vectorize not in VECTORIZE_MODES:
+        raise ValueError(f"vectorize: must be one of {VECTORIZE_MODES}, got {vectorize!r}")
+    seeds = _seeds(seeds)
+    grid, n_grid = _grid(hparams)
+    n_seeds = len(seeds)
+    example = {k: v[0] for k, v in grid.items()}
+    program = make_program(loss_fn, init, stages, data, metrics=metrics, label_fn=label_fn,
+                           record_every=record_every, chunk_steps=chunk_steps, hparams_example=example)
+    mesh = run_mesh(devices)
+    n_dev = mesh.devices.size
+    n_runs = n_grid * n_seeds
+    n_pad = -(-n_runs // n_dev) * n_dev
+    run_grid = np.minimum(np.arange(n_pad) // n_seeds, n_grid - 1)  # padding repeats the last run
+    run_seed = np.asarray(seeds)[np.where(np.arange(n_pad) < n_runs, np.arange(n_pad) % n_seeds, n_seeds - 1)]
+    mesh = mesh if n_dev > 1 else None
+    keys = jax.vmap(jax.random.key)(jnp.asarray(run_seed, dtype=jnp.uint32))
+    run_hparams = {k: v[run_grid] for k, v in grid.items()}
+    if mesh is not None:
+        keys, run_hparams = jax.device_put((keys, run_hparams), NamedSharding(mesh, PartitionSpec(RUN_AXIS)))
+
+    def describe_run(r: int) -> dict:
+        return {"seed": int(run_seed[r]), "grid_index": int(run_grid[r]),
+                **{k: float(v[run_grid[r]]) for k, v in grid.items()}}
+
+    layout = RunLayout(
+        keys=keys, hparams=run_hparams, batched=True, n_real=n_runs, describe_run=describe_run,
+        vectorize=vectorize, mesh=mesh,
+        meta={"seeds": list(seeds), "hparams": {k: np.asarray(v).tolist() for k, v in grid.items()},
+              "devices": n_dev, "vectorize": vectorize},
+    )
+    state, loss, records, wall = execute(program, layout, out_dir=out_dir, resume=resume,
+                                         checkpoint_every=checkpoint_every, progress=progress,
+                                         config=config, callback=callback)
+
+    def unpad(x):
+        x = x[:n_runs]
+        return x.reshape((n_grid, n_seeds) + x.shape[1:])
+
+    state = TrainState(*jax.tree.map(unpad, tuple(state)))
+    result = TrainResult(
+        params=state.params, state=state, loss=unpad(loss),
+        metrics=jax.tree.map(unpad, records) if metrics is not None else None,
+        record_steps=program.record_steps(), stage_starts=program.stage_starts, seeds=seeds,
+        hparams={k: np.asarray(v) for k, v in grid.items()},
+        out_dir=None if out_dir is None else os.fspath(out_dir), wall_seconds=wall,
+    )
+    write_outputs(result.out_dir, result)
+    return result
