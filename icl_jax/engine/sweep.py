@@ -176,7 +176,7 @@ def sweep(
         metrics=jax.tree.map(unpad, records) if metrics is not None else None,
         record_steps=program.record_steps(), stage_starts=program.stage_starts, seeds=seeds,
         hparams={k: np.asarray(v) for k, v in grid.items()},
-        out_dir=None if out_dir is None else os.fspath(out_dir), wall_seconds=wall,
+        out_dir=None if out_dir is None else os.fspath(out_dir), wall_seconds=wall, num_devices=n_dev,
     )
     write_outputs(result.out_dir, result)
     return result

@@ -74,6 +74,7 @@ class TrainResult:
       seeds, hparams: what was run (hparams: the grid, leaves (grid,)).
       out_dir: the run folder, if any.
       wall_seconds: host wall-clock time of the training loop (compiles included).
+      num_devices: devices the run axis was sharded over.
     """
 
     params: Any
@@ -86,6 +87,7 @@ class TrainResult:
     hparams: dict[str, np.ndarray]
     out_dir: str | None = None
     wall_seconds: float = 0.0
+    num_devices: int = 1
 
     @property
     def final_loss(self) -> np.ndarray:
@@ -273,6 +275,7 @@ def _make_program(
         jax.eval_shape(init, shape_key, hparams_example) if callable(init) else jax.tree.map(jnp.asarray, init)
     )
     stages = check_stages(stages, params_shape, label_fn, tuple(hparams_example))
+    _check_loss_output(loss_fn, data, params_shape, shape_key, hparams_example)
     total = sum(s.steps for s in stages)
     if chunk_steps is None:
         chunk_steps = max(1024, -(-total // 64))
@@ -288,6 +291,16 @@ def _make_program(
         record_every=record_every,
         chunk_records=max(1, chunk_steps // record_every),
     )
+
+
+def _check_loss_output(loss_fn, data, params_shape, key, hparams) -> None:
+    """Shape-check the loss on an abstract batch, so a non-scalar loss fails at config time."""
+    _, data_key = jax.random.split(key)
+    prepared = jax.eval_shape(lambda k: data.prepare(k, hparams, dataset_arg(data)), data_key)
+    batch = jax.eval_shape(lambda p, k: data.batch(p, k, jnp.zeros((), jnp.int32), hparams), prepared, data_key)
+    out = jax.eval_shape(loss_fn, params_shape, batch)
+    if not hasattr(out, "shape") or out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"loss_fn: must return a scalar float (mean over the batch), got {out}")
 
 
 # ---- execution (shared by train and sweep) ------------------------------------------------------
@@ -506,8 +519,10 @@ def execute(
                 save(i + 1)
                 last_ckpt = ckpt_path
             if callback is not None:
+                leaf = jax.tree.leaves(state.params)[0]
                 callback({"chunk": i + 1, "chunks": len(schedule), "step": steps_done, "stage": stage_idx,
-                          "loss": chunk_losses, "checkpoint": last_ckpt})
+                          "loss": chunk_losses, "checkpoint": last_ckpt,
+                          "state_devices": sorted(d.id for d in leaf.devices())})
     finally:
         bar.close()
 
