@@ -17,6 +17,7 @@ or batches for seed sweeps; adaptive steps then run until the slowest member fin
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -161,6 +162,36 @@ def gradient_flow_fn(
     return flow
 
 
+_FLOWS: dict = {}
+
+
+def _cached_flow(loss_fn, stages, ts, params0, progress, options):
+    """Compile once per (loss, stages, save times, parameter shapes, options)."""
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)), params0)
+    try:
+        key = (loss_fn, stages if isinstance(stages, (int, float)) else tuple(stages),
+               tuple(np.asarray(ts, np.float64).tolist()), jax.tree.structure(shapes),
+               tuple((s.shape, str(s.dtype)) for s in jax.tree.leaves(shapes)), progress,
+               tuple(sorted(options.items())))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _FLOWS:
+        return _FLOWS[key]
+    flow = gradient_flow_fn(loss_fn, stages, ts, params0, progress=progress, **options)
+    entry = (flow, jax.jit(flow))
+    if key is not None:
+        if len(_FLOWS) >= 16:
+            _FLOWS.pop(next(iter(_FLOWS)))
+        _FLOWS[key] = entry
+    return entry
+
+
+@functools.lru_cache(maxsize=16)
+def _batched_loss(loss_fn):
+    return jax.jit(jax.vmap(loss_fn, in_axes=(0, None)))
+
+
 def gradient_flow(
     loss_fn: Callable[[Any, Any], jax.Array],
     params0,
@@ -187,14 +218,14 @@ def gradient_flow(
     total = _flow_stages(stages, params0)[-1][2]
     if ts is None:
         ts = np.linspace(0.0, total, num_saves)
-    flow = gradient_flow_fn(loss_fn, stages, ts, params0, progress=progress, **solver_options)
-    params_t, steps, ok = jax.jit(flow)(params0, batch)
+    flow, run = _cached_flow(loss_fn, stages, ts, params0, progress, solver_options)
+    params_t, steps, ok = run(params0, batch)
     if not bool(ok):
         raise RuntimeError(
             f"gradient_flow: the ODE solver did not finish (steps per stage {np.asarray(steps).tolist()}, "
             f"max_steps={solver_options.get('max_steps', 2**20)}); raise max_steps or loosen rtol/atol"
         )
-    loss_t = np.asarray(jax.jit(jax.vmap(loss_fn, in_axes=(0, None)))(params_t, batch))
+    loss_t = np.asarray(_batched_loss(loss_fn)(params_t, batch))
     if not np.all(np.isfinite(loss_t)):
         first = int(np.argmin(np.isfinite(loss_t)))
         raise RuntimeError(f"gradient_flow: non-finite loss {loss_t[first]} at t = {flow.ts[first]}")

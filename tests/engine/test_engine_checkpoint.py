@@ -1,0 +1,77 @@
+"""Checkpoints: an interrupted run resumes bit-identical; run folders hold config and metrics."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import icl_jax.engine as E
+
+STAGES = (E.Stage(6, groups="A1", learning_rate=0.5, optimizer="adam"), E.Stage(5, learning_rate=0.2, momentum=0.9))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_after(chunk):
+    def callback(info):
+        if info["chunk"] == chunk:
+            raise Interrupt
+
+    return callback
+
+
+def _assert_same(a, b):
+    np.testing.assert_array_equal(a.loss, b.loss)
+    np.testing.assert_array_equal(a.record_steps, b.record_steps)
+    jax.tree.map(np.testing.assert_array_equal, a.metrics, b.metrics)
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a.state, b.state)
+
+
+@pytest.mark.parametrize("runner", ["train", "sweep"])
+def test_interrupted_run_resumes_bit_identical(toy, fresh, tmp_path, runner):
+    if runner == "train":
+        run = lambda **kw: E.train(toy.loss, toy.init, STAGES, fresh, seed=1, **kw)  # noqa: E731
+    else:
+        run = lambda **kw: E.sweep(toy.loss, toy.init, STAGES, fresh, seeds=2,  # noqa: E731
+                                   hparams={"scale": [0.5, 1.0]}, **kw)
+    common = dict(metrics=toy.metrics, record_every=2, chunk_steps=2, progress=False)
+    reference = run(**common)
+    out = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        run(out_dir=out, checkpoint_every=2, callback=_stop_after(3), **common)
+    _, meta = E.load_checkpoint(out / "checkpoint.npz")
+    assert meta["chunks_done"] == 2  # the interrupt came after chunk 3; the last save was after chunk 2
+    seen = []
+    resumed = run(out_dir=out, resume=True, checkpoint_every=2, callback=lambda i: seen.append(i["chunk"]), **common)
+    assert seen[0] == 3 and seen[-1] == 5  # it resumed after chunk 2 (of 5), not from scratch
+    _assert_same(resumed, reference)
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "checkpoint.npz", "metrics.json", "trajectory.npz", "params.npz"} <= files
+    summary = json.loads((out / "metrics.json").read_text())
+    np.testing.assert_allclose(summary["final_loss"], reference.final_loss, rtol=1e-6)
+    traj = np.load(out / "trajectory.npz")
+    np.testing.assert_array_equal(traj["loss"], reference.loss)
+    np.testing.assert_array_equal(traj["metrics['a1_norm']"], reference.metrics["a1_norm"])
+
+
+def test_resume_refuses_a_different_configuration(toy, fixed, tmp_path):
+    E.train(toy.loss, toy.init, [E.Stage(3, learning_rate=0.1)], fixed, out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        E.train(toy.loss, toy.init, [E.Stage(3, learning_rate=0.2)], fixed, out_dir=tmp_path, resume=True,
+                progress=False)
+    with pytest.raises(ValueError, match="resume: needs out_dir"):
+        E.train(toy.loss, toy.init, [E.Stage(3)], fixed, resume=True, progress=False)
+
+
+def test_resume_of_a_finished_run_returns_it(toy, fixed, tmp_path):
+    first = E.train(toy.loss, toy.init, [E.Stage(4, learning_rate=0.1)], fixed, out_dir=tmp_path, chunk_steps=2,
+                    progress=False)
+    calls = []
+    again = E.train(toy.loss, toy.init, [E.Stage(4, learning_rate=0.1)], fixed, out_dir=tmp_path, chunk_steps=2,
+                    resume=True, callback=calls.append, progress=False)
+    assert calls == []
+    np.testing.assert_array_equal(again.loss, first.loss)
+    np.testing.assert_array_equal(again.params["A1"], first.params["A1"])
