@@ -511,10 +511,10 @@ def execute(
             records.append(jax.tree.map(np.asarray, chunk_records))
             n_steps = n_records * program.record_every + tail
             steps_done += n_steps
-            bar.update(n_steps)
             last = chunk_losses[..., -1]
             bar.set_postfix(stage=program.stages[stage_idx].label,
-                            loss=f"{float(np.mean(last[: layout.n_real] if batched else last)):.4g}")
+                            loss=f"{float(np.mean(last[: layout.n_real] if batched else last)):.4g}", refresh=False)
+            bar.update(n_steps)
             if ckpt_path is not None and ((i + 1) % checkpoint_every == 0 or i + 1 == len(schedule)):
                 save(i + 1)
                 last_ckpt = ckpt_path
