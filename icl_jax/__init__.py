@@ -3,6 +3,7 @@ and induction heads in context (Nichani, Damian & Lee 2024; Chen, Sheen, Wang & 
 
 The public API is what this file lists."""
 
+from icl_jax import engine as engine
 from icl_jax.losses import (
     cross_entropy_logits as cross_entropy_logits,
     cross_entropy_probs as cross_entropy_probs,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import hashlib
 import inspect
 import json
 import os
@@ -201,9 +202,14 @@ class Program:
         return np.asarray(steps, dtype=np.int64)
 
     def describe(self) -> dict:
+        dataset = dataset_arg(self.data)
+        digest = hashlib.sha1()
+        for leaf in jax.tree.leaves(dataset):
+            digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
         return {
             "stages": [s.describe() for s in self.stages],
             "data_mode": self.data.mode,
+            "dataset_sha1": digest.hexdigest() if dataset is not None else None,
             "record_every": self.record_every,
             "chunk_steps": self.chunk_records * self.record_every,
             "total_steps": self.total_steps,
