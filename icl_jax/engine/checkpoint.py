@@ -20,7 +20,11 @@ import numpy as np
 def to_numpy(leaf) -> np.ndarray:
     if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         leaf = jax.random.key_data(leaf)
-    return np.asarray(leaf)
+    arr = np.asarray(leaf)
+    if arr.dtype.kind == "V" or arr.dtype.type.__module__.startswith("ml_dtypes"):
+        # npz cannot describe bfloat16 & co.; float32 holds them exactly, and loading casts back.
+        arr = arr.astype(np.float32)
+    return arr
 
 
 def tree_to_arrays(prefix: str, tree) -> dict[str, np.ndarray]:
@@ -39,6 +43,9 @@ def arrays_to_tree(prefix: str, arrays: Mapping[str, np.ndarray], template) -> A
         arr = arrays[name]
         if np.shape(arr) != np.shape(ref):
             raise ValueError(f"checkpoint: array {name!r} has shape {np.shape(arr)}, the run expects {np.shape(ref)}")
+        ref_dtype = getattr(ref, "dtype", None)
+        if ref_dtype is not None and arr.dtype != ref_dtype and not jax.dtypes.issubdtype(ref_dtype, jax.dtypes.prng_key):
+            arr = arr.astype(ref_dtype)
         loaded.append(arr)
     return jax.tree.unflatten(treedef, loaded)
 

@@ -16,6 +16,7 @@ one compiled program serves every grid point (spec jax-style §3: "vmapped learn
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -97,8 +98,18 @@ class Stage:
             object.__setattr__(self, "groups", tuple(self.groups))
             if not self.groups:
                 raise ValueError("Stage.groups: must name at least one group (None trains all)")
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral) or self.steps < 1:
             raise ValueError(f"Stage.steps: must be an integer >= 1, got {self.steps!r}")
+        object.__setattr__(self, "steps", int(self.steps))
+        for field in ("learning_rate", "weight_decay"):
+            value = getattr(self, field)
+            if not isinstance(value, str):
+                if not isinstance(value, numbers.Real) and not (hasattr(value, "shape") and value.shape == ()):
+                    raise ValueError(f"Stage.{field}: must be a number or a hyperparameter name, got {value!r}")
+                object.__setattr__(self, field, float(value))
+        if callable(self.optimizer) and (isinstance(self.weight_decay, str) or self.weight_decay > 0):
+            raise ValueError("Stage.weight_decay: a callable optimizer must include its own weight decay "
+                             "(e.g. optax.chain(optax.add_decayed_weights(wd), ...)); leave weight_decay at 0")
         if not callable(self.optimizer) and self.optimizer not in _OPTIMIZERS:
             raise ValueError(f"Stage.optimizer: must be one of {_OPTIMIZERS} or a callable, got {self.optimizer!r}")
         if self.schedule not in _SCHEDULES:

@@ -33,6 +33,7 @@ from icl_jax.engine.train import (
     TrainState,
     execute,
     make_program,
+    numeric_hparam,
     write_outputs,
 )
 
@@ -55,12 +56,12 @@ def product_grid(**axes: Sequence[float]) -> dict[str, np.ndarray]:
 def _grid(hparams: Mapping[str, Any] | None) -> tuple[dict[str, jax.Array], int]:
     if not hparams:
         return {}, 1
-    arrays = {name: jnp.asarray(value) for name, value in hparams.items()}
+    arrays = {name: numeric_hparam(name, value) for name, value in hparams.items()}
     lengths = {}
     for name, arr in arrays.items():
-        if arr.ndim != 1:
+        if arr.ndim != 1 or arr.shape[0] == 0:
             raise ValueError(
-                f"hparams[{name!r}]: a sweep takes 1-D grids (one value per grid point), got shape {arr.shape}"
+                f"hparams[{name!r}]: a sweep takes non-empty 1-D grids (one value per grid point), got shape {arr.shape}"
             )
         lengths[name] = arr.shape[0]
     if len(set(lengths.values())) != 1:
@@ -146,11 +147,14 @@ def sweep(
     n_pad = -(-n_runs // n_dev) * n_dev
     run_grid = np.minimum(np.arange(n_pad) // n_seeds, n_grid - 1)  # padding repeats the last run
     run_seed = np.asarray(seeds)[np.where(np.arange(n_pad) < n_runs, np.arange(n_pad) % n_seeds, n_seeds - 1)]
+    device = mesh.devices.flat[0] if n_dev == 1 and devices is not None else None
     mesh = mesh if n_dev > 1 else None
     keys = jax.vmap(jax.random.key)(jnp.asarray(run_seed, dtype=jnp.uint32))
     run_hparams = {k: v[run_grid] for k, v in grid.items()}
     if mesh is not None:
         keys, run_hparams = jax.device_put((keys, run_hparams), NamedSharding(mesh, PartitionSpec(RUN_AXIS)))
+    elif device is not None:
+        keys, run_hparams = jax.device_put((keys, run_hparams), device)
 
     def describe_run(r: int) -> dict:
         return {"seed": int(run_seed[r]), "grid_index": int(run_grid[r]),
@@ -158,7 +162,7 @@ def sweep(
 
     layout = RunLayout(
         keys=keys, hparams=run_hparams, batched=True, n_real=n_runs, describe_run=describe_run,
-        vectorize=vectorize, mesh=mesh,
+        vectorize=vectorize, mesh=mesh, device=device,
         meta={"seeds": list(seeds), "hparams": {k: np.asarray(v).tolist() for k, v in grid.items()},
               "devices": n_dev, "vectorize": vectorize},
     )

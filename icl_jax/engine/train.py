@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 from tqdm.auto import tqdm
 
 from icl_jax.engine import checkpoint as ckpt
@@ -95,6 +95,13 @@ class TrainResult:
         return self.loss[..., -1]
 
 
+def _is_init_fn(init) -> bool:
+    """A function init(key, hparams), as opposed to fixed parameters (which may themselves be
+    callable pytrees, e.g. an Equinox module): fixed parameters have array leaves."""
+    leaves = jax.tree.leaves(init)
+    return callable(init) and not any(isinstance(x, (jax.Array, np.ndarray, np.generic)) for x in leaves)
+
+
 def _metrics_adapter(metrics: Callable | None) -> Callable | None:
     """Accept `metrics(params, step)` or `metrics(params, step, hparams)`."""
     if metrics is None:
@@ -130,7 +137,7 @@ class Program:
     # ---- pure per-run functions (vmapped by sweeps) -------------------------------------------
     def init_params(self, key, hparams):
         init_key, _ = jax.random.split(key)
-        if callable(self.init):
+        if _is_init_fn(self.init):
             return self.init(init_key, hparams)
         return jax.tree.map(jnp.asarray, self.init)
 
@@ -140,8 +147,13 @@ class Program:
         opt_states = tuple(stage.transform(hparams, labels).init(params) for stage in self.stages)
         return TrainState(params, opt_states, jnp.zeros((), jnp.int32))
 
-    def chunk(self, state: TrainState, key, hparams, dataset, *, stage_idx: int, n_records: int, tail: int):
-        """Run `n_records` blocks of `record_every` steps, then a recorded block of `tail` steps."""
+    def chunk(self, state: TrainState, key, hparams, dataset, *, stage_idx: int, n_records: int, tail: int,
+              first: bool):
+        """Run `n_records` blocks of `record_every` steps, then a recorded block of `tail` steps.
+
+        On a stage's first chunk (`first`) its optimiser state is initialised from the current
+        parameters, so optimisers whose state holds parameters start where the stage starts.
+        """
         _, data_key = jax.random.split(key)
         prepared = self.data.prepare(data_key, hparams, dataset)
         tx = self.stages[stage_idx].transform(hparams, self.label_fn(state.params))
@@ -161,7 +173,8 @@ class Program:
 
             return run
 
-        carry = (state.params, state.opt_states[stage_idx], state.step)
+        opt_state = tx.init(state.params) if first else state.opt_states[stage_idx]
+        carry = (state.params, opt_state, state.step)
         carry, (records, losses) = jax.lax.scan(block(self.record_every), carry, None, length=n_records)
         losses = losses.reshape(-1)
         if tail:
@@ -169,7 +182,8 @@ class Program:
             records = jax.tree.map(lambda r, t: jnp.concatenate([r, t[None]]), records, tail_record)
             losses = jnp.concatenate([losses, tail_losses])
         opt_states = state.opt_states[:stage_idx] + (carry[1],) + state.opt_states[stage_idx + 1 :]
-        return TrainState(carry[0], opt_states, carry[2]), losses, records
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(carry[0])]))
+        return TrainState(carry[0], opt_states, carry[2]), losses, records, finite
 
     def final_metrics(self, state: TrainState, hparams):
         return self.metrics(state.params, state.step, hparams) if self.metrics is not None else ()
@@ -183,15 +197,17 @@ class Program:
     def stage_starts(self) -> tuple[int, ...]:
         return tuple(int(x) for x in np.cumsum([0] + [s.steps for s in self.stages])[:-1])
 
-    def chunks(self) -> list[tuple[int, int, int]]:
-        """The host-side chunk schedule: (stage_idx, n_records, tail) in execution order."""
+    def chunks(self) -> list[tuple[int, int, int, bool]]:
+        """The host-side chunk schedule: (stage_idx, n_records, tail, first) in execution order."""
         out = []
         for idx, stage in enumerate(self.stages):
             full, tail = divmod(stage.steps, self.record_every)
+            first = True
             while full > self.chunk_records:
-                out.append((idx, self.chunk_records, 0))
+                out.append((idx, self.chunk_records, 0, first))
                 full -= self.chunk_records
-            out.append((idx, full, tail))
+                first = False
+            out.append((idx, full, tail, first))
         return out
 
     def record_steps(self) -> np.ndarray:
@@ -240,7 +256,7 @@ def make_program(
     once.
     """
     cache_key = None
-    if callable(init):  # a parameter pytree may be mutated in place: never cache on it
+    if _is_init_fn(init):  # a parameter pytree may be mutated in place: never cache on it
         cache_key = (loss_fn, init, data, tuple(stages), metrics, label_fn, record_every, chunk_steps,
                      tuple(sorted(hparams_example or {})))
     try:
@@ -278,8 +294,14 @@ def _make_program(
     hparams_example = dict(hparams_example or {})
     shape_key = jax.random.key(0)
     params_shape = (
-        jax.eval_shape(init, shape_key, hparams_example) if callable(init) else jax.tree.map(jnp.asarray, init)
+        jax.eval_shape(init, shape_key, hparams_example) if _is_init_fn(init) else jax.tree.map(jnp.asarray, init)
     )
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params_shape)[0]:
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            raise ValueError(
+                f"params{jax.tree_util.keystr(path)}: has dtype {leaf.dtype}; every parameter is differentiated, "
+                "so keep integer data in the batch or close over it in the loss"
+            )
     stages = check_stages(stages, params_shape, label_fn, tuple(hparams_example))
     _check_loss_output(loss_fn, data, params_shape, shape_key, hparams_example)
     total = sum(s.steps for s in stages)
@@ -333,11 +355,14 @@ class RunLayout:
     describe_run: Callable[[int], dict]
     vectorize: str = "vmap"
     mesh: Mesh | None = None
+    device: jax.Device | None = None  # an explicitly chosen single device (no mesh)
     meta: dict = dataclasses.field(default_factory=dict)
 
     @property
-    def sharding(self) -> NamedSharding | None:
-        return None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec(RUN_AXIS))
+    def sharding(self):
+        if self.mesh is not None:
+            return NamedSharding(self.mesh, PartitionSpec(RUN_AXIS))
+        return None if self.device is None else SingleDeviceSharding(self.device)
 
 
 def _compiled(program: Program, layout: RunLayout, what: str, static: tuple = ()):
@@ -386,8 +411,8 @@ def _build(program: Program, layout: RunLayout, what: str, static: tuple):
     elif what == "final":
         fn, n_mapped, n_shared = program.final_metrics, 2, 0
     else:
-        stage_idx, n_records, tail = static
-        fn = functools.partial(program.chunk, stage_idx=stage_idx, n_records=n_records, tail=tail)
+        stage_idx, n_records, tail, first = static
+        fn = functools.partial(program.chunk, stage_idx=stage_idx, n_records=n_records, tail=tail, first=first)
         n_mapped, n_shared = 3, 1
     if layout.batched:
         fn = _per_run(fn, n_mapped, layout.vectorize)
@@ -400,37 +425,43 @@ def _build(program: Program, layout: RunLayout, what: str, static: tuple):
     return jax.jit(fn, donate_argnums=donate)
 
 
+def _json_default(obj):
+    if isinstance(obj, (np.generic, np.ndarray, jax.Array)):
+        return np.asarray(obj).tolist()
+    return str(obj)
+
+
 def _fingerprint(program: Program, layout: RunLayout, config: Mapping | None) -> dict:
-    return {
-        "program": program.describe(),
-        "runs": layout.meta,
-        "config": json.loads(json.dumps(config or {}, default=str)),
-    }
+    """What a checkpoint must match to be resumed (JSON-normalised)."""
+    raw = {"program": program.describe(), "runs": layout.meta, "config": dict(config or {})}
+    return json.loads(json.dumps(raw, default=_json_default, sort_keys=True))
 
 
-def _check_finite(losses: np.ndarray, chunk_start: int, layout: RunLayout, last_ckpt: str | None):
+def _check_finite(losses: np.ndarray, params_finite: np.ndarray, chunk_start: int, n_steps: int,
+                  layout: RunLayout, last_ckpt: str | None):
+    """Raise NonFiniteLossError for the earliest non-finite loss, or for parameters that became
+    non-finite in the chunk's last update (whose loss is never computed)."""
     finite = np.isfinite(losses)
-    if finite.all():
-        return
+    params_finite = np.asarray(params_finite, dtype=bool)
     if layout.batched:
-        bad = ~finite[: layout.n_real]
-        if not bad.any():  # only padding runs went bad: they are discarded anyway
-            return
-        run_idx, offset = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])]
-        run = layout.describe_run(int(run_idx))
-        value = losses[run_idx, offset]
+        finite, params_finite = finite[: layout.n_real], params_finite[: layout.n_real]  # drop padding
     else:
-        offset = int(np.argmin(finite))
-        run = layout.describe_run(0)
-        value = losses[offset]
-    step = chunk_start + int(offset)
+        finite, params_finite = finite[None], params_finite[None]
+    bad_loss = ~finite
+    if not bad_loss.any() and params_finite.all():
+        return
+    if bad_loss.any():
+        hits = np.argwhere(bad_loss)
+        run_idx, offset = hits[np.argmin(hits[:, 1])]
+        value = (losses[run_idx, offset] if layout.batched else losses[offset])
+        what, step = f"non-finite training loss {value}", chunk_start + int(offset)
+    else:
+        run_idx = int(np.argmin(params_finite))
+        what, step = "non-finite parameters", chunk_start + n_steps
+    run = layout.describe_run(int(run_idx))
     where = f"last finite checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written (pass out_dir=...)"
-    raise NonFiniteLossError(
-        f"non-finite training loss {value} at step {step} for run {run}; training stopped, {where}",
-        step=step,
-        run=run,
-        checkpoint=last_ckpt,
-    )
+    raise NonFiniteLossError(f"{what} at step {step} for run {run}; training stopped, {where}",
+                             step=step, run=run, checkpoint=last_ckpt)
 
 
 def execute(
@@ -457,8 +488,6 @@ def execute(
         out_dir = os.fspath(out_dir)
         os.makedirs(out_dir, exist_ok=True)
         ckpt_path = os.path.join(out_dir, "checkpoint.npz")
-        with open(os.path.join(out_dir, "config.json"), "w") as f:
-            json.dump(fingerprint, f, indent=2, sort_keys=True)
     elif resume:
         raise ValueError("resume: needs out_dir (the folder holding checkpoint.npz)")
 
@@ -470,7 +499,7 @@ def execute(
     last_ckpt = None
     if resume and os.path.exists(ckpt_path):
         arrays, meta = ckpt.load_npz(ckpt_path)
-        if meta["fingerprint"] != json.loads(json.dumps(fingerprint, sort_keys=True)):
+        if meta["fingerprint"] != fingerprint:
             raise ValueError(f"resume: {ckpt_path} was written by a different configuration; use a new out_dir")
         state = ckpt.arrays_to_tree("state", arrays, state)
         state = jax.device_put(state, layout.sharding) if layout.sharding is not None else jax.tree.map(jnp.asarray, state)
@@ -486,6 +515,10 @@ def execute(
             )
             records = [ckpt.arrays_to_tree("records", arrays, template)]
         last_ckpt = ckpt_path
+
+    if out_dir is not None:
+        with open(os.path.join(out_dir, "config.json"), "w") as f:
+            json.dump(fingerprint, f, indent=2, sort_keys=True)
 
     def save(chunks_done):
         arrays = {
@@ -503,19 +536,20 @@ def execute(
         ckpt.save_npz(ckpt_path, arrays, meta)
 
     total = program.total_steps
-    steps_done = sum(n * program.record_every + t for _, n, t in schedule[:done_chunks])
+    steps_done = sum(n * program.record_every + t for _, n, t, _ in schedule[:done_chunks])
     bar = tqdm(total=total, initial=steps_done, unit="step", delay=2.0, disable=not progress, dynamic_ncols=True,
                desc=f"train ×{layout.n_real}" if batched else "train")
     try:
         for i in range(done_chunks, len(schedule)):
-            stage_idx, n_records, tail = schedule[i]
-            fn = _compiled(program, layout, "chunk", (stage_idx, n_records, tail))
-            state, chunk_losses, chunk_records = fn(state, layout.keys, layout.hparams, dataset)
+            stage_idx, n_records, tail, _ = schedule[i]
+            fn = _compiled(program, layout, "chunk", schedule[i])
+            state, chunk_losses, chunk_records, params_finite = fn(state, layout.keys, layout.hparams, dataset)
             chunk_losses = np.asarray(chunk_losses)
-            _check_finite(chunk_losses, steps_done, layout, last_ckpt)
+            chunk_losses = chunk_losses.astype(np.promote_types(chunk_losses.dtype, np.float32))
+            n_steps = n_records * program.record_every + tail
+            _check_finite(chunk_losses, np.asarray(params_finite), steps_done, n_steps, layout, last_ckpt)
             losses.append(chunk_losses)
             records.append(jax.tree.map(np.asarray, chunk_records))
-            n_steps = n_records * program.record_every + tail
             steps_done += n_steps
             last = chunk_losses[..., -1]
             bar.set_postfix(stage=program.stages[stage_idx].label,
@@ -539,7 +573,7 @@ def execute(
 
 
 def _records_done(chunks) -> int:
-    return sum(n + (1 if t else 0) for _, n, t in chunks)
+    return sum(n + (1 if t else 0) for _, n, t, _ in chunks)
 
 
 def _concat_records(records: list, axis: int):
@@ -571,10 +605,21 @@ def write_outputs(out_dir, result: TrainResult) -> None:
         json.dump(summary, f, indent=2)
 
 
+def numeric_hparam(name: str, value) -> jax.Array:
+    """A hyperparameter as a JAX array; only numbers and booleans can be sweep leaves."""
+    try:
+        arr = jnp.asarray(value)
+    except TypeError as err:
+        raise ValueError(f"hparams[{name!r}]: must be numeric, got {value!r}") from None
+    if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
+        raise ValueError(f"hparams[{name!r}]: must be numeric, got dtype {arr.dtype}")
+    return arr
+
+
 def _scalar_hparams(hparams: Mapping | None) -> dict[str, jax.Array]:
     out = {}
     for name, value in (hparams or {}).items():
-        arr = jnp.asarray(value)
+        arr = numeric_hparam(name, value)
         if arr.ndim != 0:
             raise ValueError(
                 f"hparams[{name!r}]: a single run takes scalar hyperparameters, got shape {arr.shape}; "

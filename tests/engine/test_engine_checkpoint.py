@@ -59,9 +59,11 @@ def test_interrupted_run_resumes_bit_identical(toy, fresh, tmp_path, runner):
 
 def test_resume_refuses_a_different_configuration(toy, fixed, tmp_path):
     E.train(toy.loss, toy.init, [E.Stage(3, learning_rate=0.1)], fixed, out_dir=tmp_path, progress=False)
+    config_before = (tmp_path / "config.json").read_text()
     with pytest.raises(ValueError, match="different configuration"):
         E.train(toy.loss, toy.init, [E.Stage(3, learning_rate=0.2)], fixed, out_dir=tmp_path, resume=True,
                 progress=False)
+    assert (tmp_path / "config.json").read_text() == config_before  # the refused run left the folder alone
     with pytest.raises(ValueError, match="resume: needs out_dir"):
         E.train(toy.loss, toy.init, [E.Stage(3)], fixed, resume=True, progress=False)
 
@@ -75,3 +77,18 @@ def test_resume_of_a_finished_run_returns_it(toy, fixed, tmp_path):
     assert calls == []
     np.testing.assert_array_equal(again.loss, first.loss)
     np.testing.assert_array_equal(again.params["A1"], first.params["A1"])
+
+
+def test_bfloat16_run_resumes(tmp_path):
+    import jax.numpy as jnp
+
+    loss = lambda p, b: jnp.sum((p["w"].astype(jnp.float32) - b) ** 2)  # noqa: E731
+    init = lambda k, hp: {"w": jnp.ones(3, jnp.bfloat16)}  # noqa: E731
+    args = (loss, init, [E.Stage(6, learning_rate=0.1)], E.FixedDataset(jnp.arange(3.0)))
+    reference = E.train(*args, chunk_steps=2, progress=False)
+    with pytest.raises(Interrupt):
+        E.train(*args, chunk_steps=2, out_dir=tmp_path, callback=_stop_after(2), progress=False)
+    resumed = E.train(*args, chunk_steps=2, out_dir=tmp_path, resume=True, progress=False)
+    assert resumed.params["w"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(resumed.params["w"], np.float32), np.asarray(reference.params["w"], np.float32))
+    np.testing.assert_array_equal(resumed.loss, reference.loss)

@@ -69,6 +69,18 @@ def test_staged_flow_moves_only_its_groups(toy):
     np.testing.assert_allclose(flow.metrics, np.sum(a2, axis=(1, 2)), rtol=1e-5)
 
 
+def test_save_times_on_inexact_stage_boundaries(toy):
+    # 0.1·3 = 0.30000000000000004 in floats: the boundary must still be saved once.
+    stages = [E.Stage(1, groups="A1", learning_rate=0.1), E.Stage(2, groups="A2", learning_rate=0.1)]
+    flow = E.gradient_flow(toy.loss, _params0(toy), toy.batch, stages, num_saves=4,
+                           metrics=lambda p, t: jnp.sum(p["A1"]))
+    np.testing.assert_allclose(flow.ts, [0.0, 0.1, 0.2, 0.3])
+    assert flow.params["A1"].shape[0] == flow.loss.shape[0] == flow.metrics.shape[0] == 4
+    np.testing.assert_array_equal(flow.params["A1"][2], flow.params["A1"][3])  # A1 frozen after t = 0.1
+    flow = E.gradient_flow(toy.loss, _params0(toy), toy.batch, [E.Stage(3, learning_rate=0.1)], ts=[0.0, 0.3])
+    assert flow.params["A1"].shape[0] == 2
+
+
 def test_flow_vmaps_over_initial_parameters(toy):
     inits = jax.vmap(lambda k: toy.init(k, {}))(jax.random.split(jax.random.key(1), 3))
     flow = E.gradient_flow_fn(toy.loss, 1.0, [0.5, 1.0], _params0(toy), rtol=1e-6, atol=1e-8)

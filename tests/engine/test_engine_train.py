@@ -113,11 +113,54 @@ def test_data_modes_draw_what_they_promise(toy):
 
 
 def test_hyperparameters_reach_init_and_stages(toy, fixed):
-    r = E.train(toy.loss, toy.init, [E.Stage(3, learning_rate="lr", weight_decay="wd")], fixed,
-                hparams={"lr": 0.1, "wd": 0.0, "scale": 2.0}, metrics=toy.metrics, progress=False)
-    k_init = jax.random.split(jax.random.key(0))[0]
-    np.testing.assert_allclose(r.metrics["a1_norm"][0], jnp.linalg.norm(toy.init(k_init, {"scale": 2.0})["A1"]),
-                               rtol=1e-6)
+    named = E.train(toy.loss, toy.init, [E.Stage(3, learning_rate="lr", weight_decay="wd")], fixed,
+                    hparams={"lr": 0.3, "wd": 0.05, "scale": 2.0}, progress=False)
+    literal = E.train(toy.loss, lambda k, hp: toy.init(k, {"scale": 2.0}),
+                      [E.Stage(3, learning_rate=0.3, weight_decay=0.05)], fixed, progress=False)
+    no_decay = E.train(toy.loss, lambda k, hp: toy.init(k, {"scale": 2.0}), [E.Stage(3, learning_rate=0.3)], fixed,
+                       progress=False)
+    np.testing.assert_allclose(named.loss, literal.loss, rtol=1e-6)
+    np.testing.assert_allclose(named.params["A1"], literal.params["A1"], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(named.params["A1"], no_decay.params["A1"], rtol=1e-4, atol=0)
+
+
+def test_parameters_that_blow_up_on_the_last_step_are_caught(tmp_path):
+    loss = lambda p, b: jnp.sum(p["w"]) + 0 * b  # noqa: E731
+    init = lambda k, hp: {"w": jnp.ones(1)}  # noqa: E731
+    # w = 1, −1e38, −2e38, −3e38 are the losses before steps 0..3 (finite); step 3's update gives −inf.
+    with pytest.raises(E.NonFiniteLossError, match="non-finite parameters at step 4") as info:
+        E.train(loss, init, [E.Stage(4, learning_rate=1e38)], E.FixedDataset(jnp.zeros(())), progress=False)
+    assert info.value.step == 4
+    with pytest.raises(E.NonFiniteLossError) as info:
+        E.train(loss, init, [E.Stage(8, learning_rate=1e38)], E.FixedDataset(jnp.zeros(())), chunk_steps=4,
+                out_dir=tmp_path, progress=False)
+    assert info.value.checkpoint is None and not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_custom_optimizer_state_starts_at_its_stage(toy, fixed):
+    # A transformation whose state is the parameters it was initialised with.
+    def remember(schedule):
+        return optax.GradientTransformation(lambda p: p, lambda u, s, p=None: (jax.tree.map(jnp.zeros_like, u), s))
+
+    stages = [E.Stage(3, groups="A1", learning_rate=0.5), E.Stage(2, optimizer=remember)]
+    r = E.train(toy.loss, toy.init, stages, fixed, metrics=lambda p, t: p, record_every=3, progress=False)
+    remembered = r.state.opt_states[1].inner_states["train"].inner_state
+    np.testing.assert_array_equal(remembered["A1"], r.metrics["A1"][1])  # params at step 3, not step 0
+    with pytest.raises(ValueError, match="callable optimizer must include its own weight decay"):
+        E.Stage(2, optimizer=remember, weight_decay=0.1)
+
+
+def test_config_values_may_be_numpy_scalars(toy, fixed, tmp_path):
+    stage = E.Stage(np.int64(2), learning_rate=np.float32(0.1))
+    assert stage.steps == 2 and isinstance(stage.learning_rate, float)
+    E.train(toy.loss, toy.init, [stage], fixed, out_dir=tmp_path, config={"lr": np.float32(0.1)}, progress=False)
+    assert (tmp_path / "config.json").exists()
+
+
+def test_integer_parameters_are_refused(fixed, toy):
+    init = lambda k, hp: {"A1": jnp.zeros((2, 2)), "count": jnp.zeros((), jnp.int32)}  # noqa: E731
+    with pytest.raises(ValueError, match=r"params\['count'\]: has dtype int32"):
+        E.train(lambda p, b: jnp.sum(p["A1"]), init, [E.Stage(2)], fixed, progress=False)
 
 
 def test_non_finite_loss_stops_and_reports(tmp_path):
