@@ -261,7 +261,8 @@ def summarize(name, runs, first_s, *, steps, seeds, n_devices, flops_per_step, p
 
 def breakdown(task, batch, seeds, steps, init_params):
     """Sampler-only and model-only steps (scanned, like the engine), one seed vs `seeds` vmapped
-    on one device; and one seed at batch seeds·B, whose working set equals the vmapped sweep's."""
+    on one device; and the model step of one seed at batch 64, 256, B and seeds·B (the last has
+    the working set of the vmapped step)."""
     dev = jax.devices()[0]
     sgd = optax.sgd(1e-3)
 
@@ -310,9 +311,10 @@ def breakdown(task, batch, seeds, steps, init_params):
         t_b, _ = per_step(model_scan, params1, jax.tree.map(lambda x, b=b: x[:, :b], flat))
         per_seq[str(b)] = t_b / b * 1e6
     out["model_step_us_per_sequence_by_batch"] = per_seq
-    out["model_step_note"] = (f"one seed: flat per-sequence cost up to batch {batch} = no per-step overhead for "
-                              f"vmap to amortise; the cost at batch {seeds * batch} (the {seeds}-seed sweep's "
-                              "working set) shows the cache effect without any vmap")
+    out["model_step_note"] = (f"one seed, no vmap: a per-sequence cost that is flat up to batch {batch} leaves no "
+                              "per-step overhead for vmap to amortise; a higher cost at batch "
+                              f"{seeds * batch} (the working set of the {seeds}-seed vmapped step) is a "
+                              "working-set (cache) effect, not a vmap one")
     return out
 
 

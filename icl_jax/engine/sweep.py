@@ -122,11 +122,14 @@ def sweep(
         Each run sees scalars, so stages, init and samplers use them exactly as in `train`.
       devices: devices to shard the run axis over (default: all of `jax.devices()`); each
         device gets a contiguous block of runs through `jax.shard_map`.
-      vectorize: how the runs on one device are batched. "vmap" (default) vectorises them —
-        fast, and equal to the single runs up to float32 rounding: XLA picks a different
-        association order for some reductions when they gain a batch axis, so results can differ
-        from `train` in the last bit. "map" runs them one after another with `jax.lax.map`
-        through the single-run program and reproduces `train` bit for bit (slower).
+      vectorize: how the runs on one device are batched. "vmap" (default) vectorises them;
+        results equal the single runs up to float32 rounding (XLA picks a different association
+        order for some reductions when they gain a batch axis, so the last bit can differ from
+        `train`). "map" runs them one after another through the single-run program (a while
+        loop XLA cannot unroll) and reproduces `train` bit for bit. Which is faster depends on
+        the hardware: vmap pays off when one run does not fill the device (accelerators, small
+        batches); on a CPU with runs of batch ~1024 one run already keeps a core busy and the
+        32× larger vmapped working set runs slower per run than "map" (benchmarks/sweep.py).
       Everything else: as `icl_jax.engine.train`.
 
     Returns:
