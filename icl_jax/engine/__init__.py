@@ -2,7 +2,7 @@
 gradient flow by ODE, checkpoints. It trains any pure `loss(params, batch)`; it never
 imports a model."""
 
-from icl_jax.engine.checkpoint import load_npz as load_checkpoint
+from icl_jax.engine.checkpoint import load_checkpoint as load_checkpoint
 from icl_jax.engine.data import CommonSamples as CommonSamples
 from icl_jax.engine.data import FixedDataset as FixedDataset
 from icl_jax.engine.data import FreshSamples as FreshSamples

@@ -66,7 +66,7 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Ma
         raise
 
 
-def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a file written by `save_npz`: (arrays, meta)."""
     with np.load(os.fspath(path), allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files if k != "__meta__"}

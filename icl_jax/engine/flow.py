@@ -53,7 +53,7 @@ class FlowResult:
     stage_times: tuple[tuple[float, float], ...]
 
 
-def _flow_stages(stages, params) -> tuple[tuple[tuple[str, ...] | None, float, float], ...]:
+def _flow_stages(stages) -> tuple[tuple[tuple[str, ...] | None, float, float], ...]:
     if isinstance(stages, (int, float)):
         stages = [(None, float(stages))]
     else:
@@ -109,7 +109,7 @@ def gradient_flow_fn(
     """
     if solver not in _SOLVERS:
         raise ValueError(f"solver: must be one of {sorted(_SOLVERS)}, got {solver!r}")
-    flow_stages = _flow_stages(stages, params_example)
+    flow_stages = _flow_stages(stages)
     groups_all = group_names(params_example, label_fn)
     for i, (groups, _, _) in enumerate(flow_stages):
         unknown = [g for g in (groups or ()) if g not in groups_all]
@@ -218,7 +218,7 @@ def gradient_flow(
     Raises:
       RuntimeError: the solver failed (e.g. hit max_steps) or the flow went non-finite.
     """
-    total = _flow_stages(stages, params0)[-1][2]
+    total = _flow_stages(stages)[-1][2]
     if ts is None:
         ts = np.linspace(0.0, total, num_saves)
     flow, run = _cached_flow(loss_fn, stages, ts, params0, progress, solver_options)

@@ -30,11 +30,9 @@ from icl_jax.engine.train import (
     LossFn,
     RunLayout,
     TrainResult,
-    TrainState,
-    execute,
     make_program,
     numeric_hparam,
-    write_outputs,
+    run_layout,
 )
 
 
@@ -148,8 +146,8 @@ def sweep(
     n_dev = mesh.devices.size
     n_runs = n_grid * n_seeds
     n_pad = -(-n_runs // n_dev) * n_dev
-    run_grid = np.minimum(np.arange(n_pad) // n_seeds, n_grid - 1)  # padding repeats the last run
-    run_seed = np.asarray(seeds)[np.where(np.arange(n_pad) < n_runs, np.arange(n_pad) % n_seeds, n_seeds - 1)]
+    run = np.minimum(np.arange(n_pad), n_runs - 1)  # padding repeats the last run
+    run_grid, run_seed = run // n_seeds, np.asarray(seeds)[run % n_seeds]
     device = mesh.devices.flat[0] if n_dev == 1 and devices is not None else None
     mesh = mesh if n_dev > 1 else None
     keys = jax.vmap(jax.random.key)(jnp.asarray(run_seed, dtype=jnp.uint32))
@@ -169,21 +167,8 @@ def sweep(
         meta={"seeds": list(seeds), "hparams": {k: np.asarray(v).tolist() for k, v in grid.items()},
               "devices": n_dev, "vectorize": vectorize},
     )
-    state, loss, records, wall = execute(program, layout, out_dir=out_dir, resume=resume,
-                                         checkpoint_every=checkpoint_every, progress=progress,
-                                         config=config, callback=callback)
-
     def unpad(x):
-        x = x[:n_runs]
-        return x.reshape((n_grid, n_seeds) + x.shape[1:])
+        return x[:n_runs].reshape((n_grid, n_seeds) + x.shape[1:])
 
-    state = TrainState(*jax.tree.map(unpad, tuple(state)))
-    result = TrainResult(
-        params=state.params, state=state, loss=unpad(loss),
-        metrics=jax.tree.map(unpad, records) if metrics is not None else None,
-        record_steps=program.record_steps(), stage_starts=program.stage_starts, seeds=seeds,
-        hparams={k: np.asarray(v) for k, v in grid.items()},
-        out_dir=None if out_dir is None else os.fspath(out_dir), wall_seconds=wall, num_devices=n_dev,
-    )
-    write_outputs(result.out_dir, result)
-    return result
+    return run_layout(program, layout, seeds=seeds, hparams=grid, reshape=unpad, out_dir=out_dir, resume=resume,
+                      checkpoint_every=checkpoint_every, progress=progress, config=config, callback=callback)

@@ -498,7 +498,7 @@ def execute(
     done_chunks, losses, records = 0, [], []
     last_ckpt = None
     if resume and os.path.exists(ckpt_path):
-        arrays, meta = ckpt.load_npz(ckpt_path)
+        arrays, meta = ckpt.load_checkpoint(ckpt_path)
         if meta["fingerprint"] != fingerprint:
             raise ValueError(f"resume: {ckpt_path} was written by a different configuration; use a new out_dir")
         state = ckpt.arrays_to_tree("state", arrays, state)
@@ -609,11 +609,37 @@ def numeric_hparam(name: str, value) -> jax.Array:
     """A hyperparameter as a JAX array; only numbers and booleans can be sweep leaves."""
     try:
         arr = jnp.asarray(value)
-    except TypeError as err:
+    except TypeError:
         raise ValueError(f"hparams[{name!r}]: must be numeric, got {value!r}") from None
     if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
         raise ValueError(f"hparams[{name!r}]: must be numeric, got dtype {arr.dtype}")
     return arr
+
+
+def run_layout(
+    program: Program,
+    layout: RunLayout,
+    *,
+    seeds: tuple[int, ...],
+    hparams: Mapping[str, Any],
+    reshape: Callable = lambda x: x,
+    out_dir: str | os.PathLike | None = None,
+    **options,
+) -> TrainResult:
+    """Execute `layout`'s runs, give every per-run array its public shape (`reshape`), and
+    write the run folder's final outputs."""
+    state, loss, records, wall = execute(program, layout, out_dir=out_dir, **options)
+    state = TrainState(*jax.tree.map(reshape, tuple(state)))
+    result = TrainResult(
+        params=state.params, state=state, loss=reshape(loss),
+        metrics=jax.tree.map(reshape, records) if program.metrics is not None else None,
+        record_steps=program.record_steps(), stage_starts=program.stage_starts, seeds=tuple(seeds),
+        hparams={k: np.asarray(v) for k, v in hparams.items()},
+        out_dir=None if out_dir is None else os.fspath(out_dir), wall_seconds=wall,
+        num_devices=1 if layout.mesh is None else layout.mesh.devices.size,
+    )
+    write_outputs(result.out_dir, result)
+    return result
 
 
 def _scalar_hparams(hparams: Mapping | None) -> dict[str, jax.Array]:
@@ -680,14 +706,5 @@ def train(
         describe_run=lambda i: {"seed": seed, **{k: float(v) for k, v in hp.items()}},
         meta={"seeds": [seed], "hparams": {k: np.asarray(v).tolist() for k, v in hp.items()}},
     )
-    state, loss, records, wall = execute(program, layout, out_dir=out_dir, resume=resume,
-                                         checkpoint_every=checkpoint_every, progress=progress,
-                                         config=config, callback=callback)
-    result = TrainResult(
-        params=state.params, state=state, loss=loss, metrics=records if metrics is not None else None,
-        record_steps=program.record_steps(), stage_starts=program.stage_starts, seeds=(seed,),
-        hparams={k: np.asarray(v) for k, v in hp.items()},
-        out_dir=None if out_dir is None else os.fspath(out_dir), wall_seconds=wall,
-    )
-    write_outputs(result.out_dir, result)
-    return result
+    return run_layout(program, layout, seeds=(seed,), hparams=hp, out_dir=out_dir, resume=resume,
+                      checkpoint_every=checkpoint_every, progress=progress, config=config, callback=callback)
