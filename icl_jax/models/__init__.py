@@ -1,0 +1,1 @@
+"""Models: pure apply functions on parameter dicts (the engine's groups are their keys)."""

@@ -1,0 +1,301 @@
+r"""The disentangled transformer ("CatFormer") of Nichani, Damian & Lee (spec §3.1).
+
+Residual stream h_i^(0) = [e_{x_i}; e_i] ∈ R^{S+T}. Layer ℓ has m_ℓ heads, each a bilinear
+score matrix A: u_ij = h_iᵀ A h_j for j ≤ i (the mask includes the diagonal), s = softmax_j u,
+o_i = Σ_{j≤i} s_ij h_j; head outputs are *concatenated* to the stream,
+h^(ℓ) = [h^(ℓ−1); o^(ℓ,1); …; o^(ℓ,m_ℓ)], so d_ℓ = (1 + m_ℓ) d_{ℓ−1}. Readout
+logits = Wᵀ h^(L)_{T−1} at the last position. No scaling, values, biases, norms or MLPs.
+
+Parameters are a plain dict ``{"A1": [m_1, d_0, d_0], …, "AL": [m_L, d_{L−1}, d_{L−1}],
+"W": [d_L, S]}``: the top-level keys are the engine's parameter groups, and every shape
+(S, T, heads) is read from the arrays, so :func:`catformer_logits` needs no config.
+
+Two forwards, equal up to float rounding (tested):
+
+* :func:`catformer_logits` computes only what the readout needs, exactly: layer 1 exploits
+  the one-hot embedding (scores are gathers of rows of A, no d_0-wide matmuls), and the last
+  layer is evaluated at the query position only (one row of attention instead of T).
+* :func:`catformer_stream` is the naive design of the official code: full attention at every
+  position in every layer; it also accepts continuous embeddings (causality tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "CatFormer",
+    "catformer_init",
+    "catformer_logits",
+    "catformer_stream",
+    "catformer_logits_naive",
+    "catformer_embed",
+    "catformer_heads",
+    "layer1_positional_attention",
+    "catformer_attention",
+    "catformer_reference_params",
+    "stream_blocks",
+]
+
+
+def _layer_names(num_layers: int) -> list[str]:
+    return [f"A{l + 1}" for l in range(num_layers)]
+
+
+@dataclasses.dataclass(frozen=True)
+class CatFormer:
+    """Static shape of a disentangled transformer (spec §3.1).
+
+    Attributes:
+      vocab_size: S >= 2.
+      seq_len: T >= 2 (the positional one-hot has exactly T entries).
+      heads: heads per layer, e.g. ``(1, 1)`` (single parent) or ``(2, 1)`` (multi-parent).
+    """
+
+    vocab_size: int
+    seq_len: int
+    heads: tuple[int, ...] = (1, 1)
+
+    def __post_init__(self):
+        object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
+        if int(self.vocab_size) != self.vocab_size or self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be an integer >= 2 (got {self.vocab_size!r})")
+        if int(self.seq_len) != self.seq_len or self.seq_len < 2:
+            raise ValueError(f"seq_len must be an integer >= 2 (got {self.seq_len!r})")
+        if len(self.heads) < 1 or min(self.heads) < 1:
+            raise ValueError(f"heads must list >= 1 head for each of >= 1 layers (got {self.heads!r})")
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """(d_0, …, d_L) with d_0 = S + T and d_ℓ = (1 + m_ℓ) d_{ℓ−1}."""
+        d = [self.vocab_size + self.seq_len]
+        for m in self.heads:
+            d.append((1 + m) * d[-1])
+        return tuple(d)
+
+    @property
+    def num_params(self) -> int:
+        d = self.widths
+        return sum(m * d[l] ** 2 for l, m in enumerate(self.heads)) + d[-1] * self.vocab_size
+
+
+def catformer_init(key: jax.Array | None, model: CatFormer, init: str = "zero", scale=1e-4) -> dict:
+    """Initial parameters (spec §3.1).
+
+    Args:
+      key: typed PRNG key (unused for ``init="zero"``; may be None then).
+      model: the static shape.
+      init: ``"zero"`` (single-parent recipe: uniform attention, uniform output) or
+        ``"normal"`` (multi-parent recipe: every A ~ ``scale``·N(0, 1), W = 0, which breaks
+        the symmetry between heads of one layer).
+      scale: standard deviation of the normal init (may be a traced scalar).
+    """
+    if init not in ("zero", "normal"):
+        raise ValueError(f"init must be 'zero' or 'normal' (got {init!r})")
+    d = model.widths
+    names = _layer_names(len(model.heads))
+    params = {}
+    if init == "normal":
+        if key is None:
+            raise ValueError("init='normal' needs a PRNG key")
+        keys = jax.random.split(key, len(names))
+    for l, (name, m) in enumerate(zip(names, model.heads)):
+        shape = (m, d[l], d[l])
+        params[name] = jnp.zeros(shape) if init == "zero" else scale * jax.random.normal(keys[l], shape)
+    params["W"] = jnp.zeros((d[-1], model.vocab_size))
+    return params
+
+
+def _split(params: dict) -> tuple[list[jax.Array], jax.Array]:
+    names = sorted((k for k in params if k != "W"), key=lambda k: int(k[1:]))
+    if names != _layer_names(len(names)) or "W" not in params or not names:
+        raise ValueError(f"params must hold A1..AL and W (got keys {sorted(params)})")
+    return [params[n] for n in names], params["W"]
+
+
+def catformer_heads(params: dict) -> tuple[int, ...]:
+    """Heads per layer, read from the parameter shapes."""
+    return tuple(a.shape[0] for a in _split(params)[0])
+
+
+def _check_shapes(params: dict, tokens_BxT: jax.Array) -> tuple[int, int]:
+    layers, w = _split(params)
+    s = w.shape[1]
+    d0 = layers[0].shape[-1]
+    t = d0 - s
+    if tokens_BxT.ndim != 2 or tokens_BxT.shape[1] != t:
+        raise ValueError(
+            f"tokens_BxT must have shape [B, T] with T = d_0 − S = {d0} − {s} = {t} "
+            f"(the positional one-hot width fixes T); got {tokens_BxT.shape}"
+        )
+    d = d0
+    for l, a in enumerate(layers):
+        if a.ndim != 3 or a.shape[1:] != (d, d):
+            raise ValueError(f"A{l + 1} must have shape [heads, {d}, {d}] (got {a.shape})")
+        d = (1 + a.shape[0]) * d
+    if w.shape[0] != d:
+        raise ValueError(f"W must have shape [{d}, S] for these layers (got {w.shape})")
+    return s, t
+
+
+def catformer_embed(tokens_BxT: jax.Array, vocab_size: int, dtype=jnp.float32) -> jax.Array:
+    """h^(0) = [e_{x_i}; e_i] (token one-hot first, then position one-hot)."""
+    b, t = tokens_BxT.shape
+    tok = jax.nn.one_hot(tokens_BxT, vocab_size, dtype=dtype)
+    pos = jnp.broadcast_to(jnp.eye(t, dtype=dtype), (b, t, t))
+    return jnp.concatenate([tok, pos], axis=-1)
+
+
+def _causal_softmax(u_BxHxQxK: jax.Array, offset: int = 0) -> jax.Array:
+    """Softmax over keys j ≤ i (query i = row + offset); masked scores are −inf."""
+    q, k = u_BxHxQxK.shape[-2:]
+    mask = jnp.broadcast_to(jnp.arange(k)[None, :] <= (jnp.arange(q) + offset)[:, None], u_BxHxQxK.shape)
+    return jax.nn.softmax(jnp.where(mask, u_BxHxQxK, -jnp.inf), axis=-1)
+
+
+def _attend_all(h_BxTxD: jax.Array, a_HxDxD: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One dense layer at every position; returns (new stream, attention)."""
+    u = jnp.einsum("bid,hde,bje->bhij", h_BxTxD, a_HxDxD, h_BxTxD)
+    s = _causal_softmax(u)
+    o = jnp.einsum("bhij,bjd->bihd", s, h_BxTxD)
+    b, t, d = h_BxTxD.shape
+    return jnp.concatenate([h_BxTxD, o.reshape(b, t, -1)], axis=-1), s
+
+
+def catformer_stream(params: dict, h0_BxTxD: jax.Array) -> jax.Array:
+    """Naive forward (official design): the full stream h^(L) at every position.
+
+    ``h0_BxTxD`` is any embedding of width d_0 (usually :func:`catformer_embed`)."""
+    layers, _ = _split(params)
+    h = h0_BxTxD
+    for a in layers:
+        h, _ = _attend_all(h, a)
+    return h
+
+
+def catformer_logits_naive(params: dict, tokens_BxT: jax.Array) -> jax.Array:
+    """Logits Wᵀ h^(L)_{T−1} through :func:`catformer_stream` (reference forward)."""
+    s, _ = _check_shapes(params, tokens_BxT)
+    w = params["W"]
+    h = catformer_stream(params, catformer_embed(tokens_BxT, s, w.dtype))
+    return h[:, -1] @ w
+
+
+def _layer1(a_HxDxD: jax.Array, tokens_BxT: jax.Array, s: int) -> tuple[jax.Array, jax.Array]:
+    """Layer 1 on the one-hot embedding, by gathers (exact).
+
+    h_iᵀ A h_j = A[x_i, x_j] + A[x_i, S+j] + A[S+i, x_j] + A[S+i, S+j]; the head output is
+    [Σ_j s_ij e_{x_j}; s_i·] (token part, position part)."""
+    b, t = tokens_BxT.shape
+    # q_i = h_iᵀ A = A[x_i, :] + A[S+i, :]  ([B, H, T, d0])
+    q = jnp.take(a_HxDxD, tokens_BxT, axis=1) + a_HxDxD[:, s:, :][:, None]
+    q = jnp.moveaxis(q, 0, 1)
+    # scores u_ij = q_i[x_j] + q_i[S + j]
+    idx = jnp.broadcast_to(tokens_BxT[:, None, None, :], q.shape[:3] + (t,))
+    u = jnp.take_along_axis(q[..., :s], idx, axis=-1) + q[..., s:]
+    attn = _causal_softmax(u)  # [B, H, T, T]
+    onehot = jax.nn.one_hot(tokens_BxT, s, dtype=a_HxDxD.dtype)
+    tok = jnp.einsum("bhij,bjs->bihs", attn, onehot)
+    out = jnp.concatenate([tok, jnp.moveaxis(attn, 1, 2)], axis=-1)  # [B, T, H, d0]
+    return out.reshape(b, t, -1), attn
+
+
+def catformer_logits(params: dict, tokens_BxT: jax.Array) -> jax.Array:
+    """Next-token logits at the last position (efficient, exact forward).
+
+    Feed ``jax.nn.log_softmax`` of these to the loss (never log of softmax)."""
+    s, t = _check_shapes(params, tokens_BxT)
+    layers, w = _split(params)
+    dtype = w.dtype
+    b = tokens_BxT.shape[0]
+    h = catformer_embed(tokens_BxT, s, dtype)
+    if len(layers) > 1:
+        o1, _ = _layer1(layers[0], tokens_BxT, s)
+        h = jnp.concatenate([h, o1], axis=-1)
+        for a in layers[1:-1]:
+            h, _ = _attend_all(h, a)
+    last = layers[-1]
+    if len(layers) == 1:
+        # single layer: its query-row attention straight from the one-hot gathers
+        q_h = jnp.take(last, tokens_BxT[:, -1], axis=1) + last[:, s + t - 1][:, None]  # [H, B, d0]
+        u = jnp.einsum("hbd,bjd->bhj", q_h, h)
+    else:
+        q_h = jnp.einsum("bd,hde->bhe", h[:, -1], last)
+        u = jnp.einsum("bhe,bje->bhj", q_h, h)
+    sigma = jax.nn.softmax(u, axis=-1)  # the query attends to every position j ≤ T−1
+    o = jnp.einsum("bhj,bjd->bhd", sigma, h).reshape(b, -1)
+    return jnp.concatenate([h[:, -1], o], axis=-1) @ w
+
+
+def layer1_positional_attention(params: dict, vocab_size: int | None = None) -> jax.Array:
+    """Causally masked softmax of the position×position block of every layer-1 head,
+    [H, T, T] (the quantity of Figs. 2, 5 and 9; token blocks ignored)."""
+    a = params["A1"]
+    s = params["W"].shape[1] if vocab_size is None else vocab_size
+    return _causal_softmax(a[:, s:, s:])
+
+
+def catformer_attention(params: dict, tokens_BxT: jax.Array) -> list[jax.Array]:
+    """Full attention of every layer on real sequences (token blocks included), one
+    [B, H, T, T] array per layer (naive path; for analysis, e.g. Fig. 8)."""
+    s, _ = _check_shapes(params, tokens_BxT)
+    layers, w = _split(params)
+    h = catformer_embed(tokens_BxT, s, w.dtype)
+    maps = []
+    for a in layers:
+        h, attn = _attend_all(h, a)
+        maps.append(attn)
+    return maps
+
+
+def stream_blocks(vocab_size: int, seq_len: int, heads: Sequence[int]) -> list[tuple[str, int, int]]:
+    """Named [start, stop) blocks of the final stream h^(L) (spec §3.1 index map), e.g.
+    ``("L2h0 token", 60, 70)`` = layer-2 head-0 average of raw tokens."""
+    blocks = [("token", 0, vocab_size), ("position", vocab_size, vocab_size + seq_len)]
+    for l, m in enumerate(heads):
+        width = blocks[-1][2]
+        prev = list(blocks)
+        for h in range(m):
+            off = width * (h + 1)
+            blocks += [(f"L{l + 1}h{h} {name}", a + off, b + off) for name, a, b in prev]
+    return blocks
+
+
+def catformer_reference_params(
+    parents: Sequence[int], vocab_size: int, c: float = 50.0, beta: float = 50.0, gamma: float = 1.0
+) -> dict:
+    """Hand-set two-layer weights that implement the count estimator (spec §3.2).
+
+    Args:
+      parents: official dag array over the T−1 context positions (−1 = root); the query
+        is position T−1.
+      vocab_size: S.
+      c: layer-1 position block c·Adj (position i attends to p(i)); also the layer-2 bias
+        that removes roots and the query from the keys (their layer-1 token part is not a
+        parent token).
+      beta: layer-2 block (query token) × (key's layer-1 token part) = β·I.
+      gamma: W reads the layer-2 raw-token block with γ·I.
+
+    As c, β → ∞, logits/γ → the in-context empirical conditional N(x_T, ·)/N(x_T) over
+    positions whose parent token equals the query token (when N(x_T) > 0).
+    """
+    dag = np.asarray(parents)
+    s, t = vocab_size, len(dag) + 1
+    d0 = s + t
+    a1 = np.zeros((1, d0, d0), np.float32)
+    for i, p in enumerate(dag):
+        if p >= 0:
+            a1[0, s + i, s + p] = c
+    d1 = 2 * d0
+    a2 = np.zeros((1, d1, d1), np.float32)
+    a2[0, :s, d0 : d0 + s] = beta * np.eye(s)
+    no_parent = [j for j, p in enumerate(dag) if p < 0] + [t - 1]
+    a2[0, s + t - 1, [s + j for j in no_parent]] = -c
+    w = np.zeros((2 * d1, s), np.float32)
+    w[d1 : d1 + s] = gamma * np.eye(s)
+    return {"A1": jnp.asarray(a1), "A2": jnp.asarray(a2), "W": jnp.asarray(w)}
