@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_marginals", "plot_baseline_losses"]
+__all__ = ["plot_marginals", "plot_baseline_losses", "plot_heatmaps", "plot_runs"]
 
 
 def plot_marginals(path: Path, true_S: np.ndarray, empirical_PxS: np.ndarray, title: str) -> None:
@@ -48,6 +48,86 @@ def plot_baseline_losses(path: Path, panels: dict[str, dict[str, dict[str, float
             ax.legend(fontsize=7, loc="lower right")
         ax.set_xlabel("cross-entropy (nats)")
         ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _block_lines(ax, blocks, axis):
+    for _, start, _ in blocks[1:]:
+        (ax.axvline if axis == "x" else ax.axhline)(start - 0.5, color="k", lw=0.4, alpha=0.6)
+
+
+def plot_heatmaps(path: Path, panels: list[dict], title: str = "", ncols: int | None = None) -> None:
+    """A row (or grid) of heatmaps.
+
+    Each panel is a dict with ``matrix`` and optional ``title``, ``cmap``, ``row_blocks`` /
+    ``col_blocks`` (``[(name, start, stop), ...]``: lines at block boundaries, names as ticks),
+    ``symmetric`` (colour scale centred at 0), ``xlabel``, ``ylabel``, ``vmax``.
+    """
+    n = len(panels)
+    ncols = ncols or n
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.9 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, panel in zip(axes.flat, panels):
+        m = np.asarray(panel["matrix"], np.float64)
+        kw = {"cmap": panel.get("cmap", "viridis"), "aspect": "auto", "interpolation": "nearest"}
+        if panel.get("symmetric"):
+            vmax = panel.get("vmax") or float(np.nanmax(np.abs(m))) or 1.0
+            kw.update(cmap=panel.get("cmap", "RdBu_r"), vmin=-vmax, vmax=vmax)
+        elif panel.get("vmax") is not None:
+            kw.update(vmin=panel.get("vmin", 0.0), vmax=panel["vmax"])
+        im = ax.imshow(m, **kw)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        for blocks, axis, setter in ((panel.get("col_blocks"), "x", ax.set_xticks), (panel.get("row_blocks"), "y", ax.set_yticks)):
+            if blocks:
+                _block_lines(ax, blocks, axis)
+                setter([(a + b - 1) / 2 for _, a, b in blocks], [name for name, _, _ in blocks], fontsize=5, rotation=90 if axis == "x" else 0)
+        ax.set_title(panel.get("title", ""), fontsize=8)
+        ax.set_xlabel(panel.get("xlabel", ""), fontsize=8)
+        ax.set_ylabel(panel.get("ylabel", ""), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_runs(
+    path: Path,
+    x: np.ndarray,
+    panels: list[dict],
+    xlabel: str = "step",
+    title: str = "",
+) -> None:
+    """Per-run curves with their mean ± one standard deviation band, side by side.
+
+    Each panel: ``values`` [runs, len(x)], ``ylabel``, optional ``refs`` {label: y} drawn as
+    dashed horizontal lines, ``logy``, ``ylim``, ``label`` (legend name of the runs).
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.6), squeeze=False)
+    colours = ["tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:gray"]
+    for ax, panel in zip(axes[0], panels):
+        v = np.atleast_2d(np.asarray(panel["values"], np.float64))
+        for row in v:
+            ax.plot(x, row, color="tab:blue", alpha=0.25, lw=0.7)
+        mean, sd = v.mean(0), v.std(0)
+        ax.plot(x, mean, color="tab:blue", lw=1.8, label=f"{panel.get('label', 'runs')}: mean of {v.shape[0]}")
+        if v.shape[0] > 1:
+            ax.fill_between(x, mean - sd, mean + sd, color="tab:blue", alpha=0.2, label="± 1 s.d.")
+        for c, (name, y) in zip(colours, (panel.get("refs") or {}).items()):
+            ax.axhline(y, color=c, ls="--", lw=1, label=f"{name} ({y:.3f})")
+        if panel.get("logy"):
+            ax.set_yscale("log")
+        if panel.get("ylim"):
+            ax.set_ylim(*panel["ylim"])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(panel.get("ylabel", ""))
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

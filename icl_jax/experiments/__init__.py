@@ -9,3 +9,4 @@ from icl_jax.experiments.registry import (  # noqa: F401
     run_experiment,
 )
 from icl_jax.experiments import data as _data  # noqa: F401  (registers data-baselines)
+from icl_jax.experiments import nichani as _nichani  # noqa: F401,E402  (registers nichani-*)
