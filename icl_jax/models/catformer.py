@@ -112,9 +112,9 @@ def catformer_init(key: jax.Array | None, model: CatFormer, init: str = "zero", 
 
 
 def _split(params: dict) -> tuple[list[jax.Array], jax.Array]:
-    names = sorted((k for k in params if k != "W"), key=lambda k: int(k[1:]))
-    if names != _layer_names(len(names)) or "W" not in params or not names:
-        raise ValueError(f"params must hold A1..AL and W (got keys {sorted(params)})")
+    names = _layer_names(len(params) - 1)
+    if set(params) != {*names, "W"} or not names:
+        raise ValueError(f"params must hold A1..AL and W (got keys {sorted(params, key=str)})")
     return [params[n] for n in names], params["W"]
 
 
@@ -125,6 +125,8 @@ def catformer_heads(params: dict) -> tuple[int, ...]:
 
 def _check_shapes(params: dict, tokens_BxT: jax.Array) -> tuple[int, int]:
     layers, w = _split(params)
+    if w.ndim != 2:
+        raise ValueError(f"W must have shape [d_L, S] (got {w.shape})")
     s = w.shape[1]
     d0 = layers[0].shape[-1]
     t = d0 - s

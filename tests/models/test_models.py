@@ -1,0 +1,542 @@
+"""Models (Nichani spec §3, §4, §10): CatFormer, the reduced model, the Fig. 8 MLP transformer."""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import icl_jax
+from icl_jax.models import mlp_transformer as mt
+from icl_jax.models.catformer import (
+    CatFormer,
+    catformer_attention,
+    catformer_embed,
+    catformer_heads,
+    catformer_init,
+    catformer_logits,
+    catformer_logits_naive,
+    catformer_reference_params,
+    catformer_stream,
+    layer1_positional_attention,
+    stream_blocks,
+)
+from icl_jax.models.mlp_transformer import (
+    MLPTransformer,
+    mlp_transformer_attention,
+    mlp_transformer_embed,
+    mlp_transformer_init,
+    mlp_transformer_logits,
+    mlp_transformer_logits_naive,
+    mlp_transformer_stream,
+)
+from icl_jax.models.reduced import reduced_init, reduced_layer1_attention, reduced_loss, reduced_probs
+
+HEADS = [(1, 1), (2, 1), (1,), (1, 1, 1), (3, 2)]
+S, T = 5, 8  # small default shapes (one compile per model configuration)
+RNG = np.random.default_rng
+
+# jitted once per module: every test with the same shapes reuses the compiled program
+_cat_logits = jax.jit(catformer_logits)
+# (efficient logits, naive logits, attention maps) in one program per shape
+_cat_all = jax.jit(lambda p, x: (catformer_logits(p, x), catformer_logits_naive(p, x), catformer_attention(p, x)))
+_mlp_all = jax.jit(
+    lambda p, x: (mlp_transformer_logits(p, x), mlp_transformer_logits_naive(p, x), mlp_transformer_attention(p, x))
+)
+_reduced_probs = jax.jit(reduced_probs)
+_reduced_loss = jax.jit(reduced_loss, static_argnames="labels")
+
+
+def _tokens(seed, b=4, s=S, t=T):
+    return jnp.asarray(RNG(seed).integers(0, s, (b, t)).astype(np.int32))
+
+
+def _normal_like(seed, shapes, scale=lambda path: 1.0):
+    """Every leaf ~ scale(path)·N(0, 1)/√(last dim), drawn with numpy (no compiles)."""
+    rng = RNG(seed)
+
+    def draw(path, x):
+        z = scale(jax.tree_util.keystr(path)) * rng.standard_normal(x.shape) / math.sqrt(x.shape[-1])
+        return jnp.asarray(z.astype(np.float32))
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def _random_catformer(seed, heads, s=S, t=T):
+    """A's at 4·N(0, 1/d) (peaked attention), W at N(0, 1/d_L)."""
+    shapes = jax.eval_shape(lambda: catformer_init(None, CatFormer(s, t, heads)))
+    return _normal_like(seed, shapes, lambda path: 1.0 if path == "['W']" else 4.0)
+
+
+def _mlp_scale(path):
+    if path in ("['wte']", "['wpe']"):
+        return 1.0
+    return 8.0 if path.endswith("['A']") else 0.5  # A large enough for peaked attention
+
+
+def _random_mlp(seed, num_layers=2, s=S, t=T):
+    """Embeddings N(0, 1/d), A at 8·N(0, 1/d), the rest 0.5·N(0, 1/d)."""
+    shapes = jax.eval_shape(lambda: mlp_transformer_init(jax.random.key(0), MLPTransformer(s, t, num_layers)))
+    return _normal_like(seed, shapes, _mlp_scale)
+
+
+def _ce(logits, batch):
+    return jnp.mean(icl_jax.cross_entropy_logits(logits, batch.label_probs_BxS))
+
+
+def _np_tree_batch(seed, dag, s, b, alpha=0.3):
+    """A task batch drawn with numpy (independent of icl_jax.tasks, and no sampler compile):
+    per sequence π ~ Dir(α·1), roots and the query uniform, x_j ~ π(·|x_{p(j)}), soft label
+    π(x_T, ·), hard label drawn from it."""
+    rng = RNG(seed)
+    pi = rng.dirichlet(alpha * np.ones(s), size=(b, s))
+    rows = np.arange(b)
+
+    def draw(p_BxS):
+        return np.minimum((rng.random((b, 1)) > np.cumsum(p_BxS, -1)).sum(-1), s - 1)
+
+    x = np.zeros((b, len(dag) + 1), np.int64)
+    for j, p in enumerate(dag):
+        x[:, j] = rng.integers(s, size=b) if p < 0 else draw(pi[rows, x[:, p]])
+    x[:, -1] = rng.integers(s, size=b)
+    y = pi[rows, x[:, -1]]
+    return icl_jax.Batch(jnp.asarray(x, jnp.int32), jnp.asarray(y, jnp.float32), jnp.asarray(draw(y), jnp.int32))
+
+
+CHAIN = [-1] + list(range(T - 2))
+
+
+@pytest.fixture(scope="module")
+def big_batch():
+    """4096 chain sequences, S = 5, T = 8."""
+    return _np_tree_batch(0, CHAIN, S, 4096)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return _np_tree_batch(1, CHAIN, S, 16)
+
+
+# ------------------------------------------------------------------------- shapes
+@pytest.mark.parametrize("heads", HEADS)
+def test_catformer_shapes_and_widths(heads):
+    model = CatFormer(S, T, heads)
+    d = [S + T]
+    for m in heads:
+        d.append((1 + m) * d[-1])
+    assert model.widths == tuple(d)
+    params = jax.eval_shape(lambda: catformer_init(None, model))
+    assert sorted(params) == sorted([f"A{l + 1}" for l in range(len(heads))] + ["W"])
+    for l, m in enumerate(heads):
+        assert params[f"A{l + 1}"].shape == (m, d[l], d[l])
+    assert params["W"].shape == (d[-1], S)
+    assert catformer_heads(params) == heads
+    assert model.num_params == sum(x.size for x in jax.tree.leaves(params))
+    x = _tokens(0, b=3)
+    assert jax.eval_shape(catformer_logits, params, x).shape == (3, S)
+    assert jax.eval_shape(catformer_logits_naive, params, x).shape == (3, S)
+    h0 = jax.eval_shape(lambda x: catformer_embed(x, S), x)
+    assert h0.shape == (3, T, S + T)
+    assert jax.eval_shape(catformer_stream, params, h0).shape == (3, T, d[-1])
+    maps = jax.eval_shape(catformer_attention, params, x)
+    assert [a.shape for a in maps] == [(3, m, T, T) for m in heads]
+
+
+def test_catformer_param_count_official_config():
+    model = CatFormer(10, 20, (1, 1))
+    assert model.widths == (30, 60, 120)
+    assert model.num_params == 5700
+    params = catformer_init(None, model)
+    assert sum(x.size for x in jax.tree.leaves(params)) == 5700
+    assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(params))
+    assert CatFormer(5, 32, (2, 1)).widths == (37, 111, 222)
+
+
+def test_catformer_normal_init():
+    params = catformer_init(jax.random.key(0), CatFormer(S, T, (2, 1)), init="normal", scale=1e-4)
+    assert 0 < float(jnp.std(params["A1"])) < 2e-4
+    assert not np.array_equal(params["A1"][0], params["A1"][1])  # heads differ
+    assert np.all(np.asarray(params["W"]) == 0)
+
+
+def test_catformer_embed_is_token_then_position_one_hot():
+    h = np.asarray(catformer_embed(jnp.array([[2, 0, 1]]), 3))
+    np.testing.assert_array_equal(h[0, :, :3], np.eye(3)[[2, 0, 1]])
+    np.testing.assert_array_equal(h[0, :, 3:], np.eye(3))
+
+
+def test_stream_blocks_index_map():
+    blocks = {name: (a, b) for name, a, b in stream_blocks(10, 20, (1, 1))}
+    assert blocks["token"] == (0, 10) and blocks["position"] == (10, 30)
+    assert blocks["L1h0 token"] == (30, 40) and blocks["L1h0 position"] == (40, 60)
+    assert blocks["L2h0 token"] == (60, 70) and blocks["L2h0 position"] == (70, 90)
+    assert blocks["L2h0 L1h0 token"] == (90, 100) and blocks["L2h0 L1h0 position"] == (100, 120)
+    for heads in [(1, 1), (2, 1)]:  # the blocks tile [0, d_L)
+        spans = sorted((a, b) for _, a, b in stream_blocks(S, T, heads))
+        assert spans[0][0] == 0 and spans[-1][1] == CatFormer(S, T, heads).widths[-1]
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_mlp_transformer_shapes(num_layers):
+    model = MLPTransformer(S, T, num_layers)
+    d = S + T
+    assert model.width == d
+    params = jax.eval_shape(lambda: mlp_transformer_init(jax.random.key(0), model))
+    assert sorted(params) == sorted(["wte", "wpe", "W"] + [f"L{l + 1}" for l in range(num_layers)])
+    assert params["wte"].shape == (S, d) and params["wpe"].shape == (T, d) and params["W"].shape == (d, S)
+    for l in range(num_layers):
+        layer = params[f"L{l + 1}"]
+        assert layer["A"].shape == (d, d) and layer["V"].shape == (d, d)
+        assert [(lin["w"].shape, lin["b"].shape) for lin in layer["mlp"]] == [((d, d), (d,))] * 2
+    assert model.num_params == sum(x.size for x in jax.tree.leaves(params))
+    x = _tokens(1, b=3)
+    assert jax.eval_shape(mlp_transformer_logits, params, x).shape == (3, S)
+    assert jax.eval_shape(mlp_transformer_logits_naive, params, x).shape == (3, S)
+    x0 = jax.eval_shape(mlp_transformer_embed, params, x)
+    assert x0.shape == (3, T, d)
+    assert jax.eval_shape(mlp_transformer_stream, params, x0).shape == (3, T, d)
+    assert [a.shape for a in jax.eval_shape(mlp_transformer_attention, params, x)] == [(3, T, T)] * num_layers
+
+
+def test_mlp_transformer_init_convention():
+    """split(key, 2L+2): 2i → V_i, 2i+1 → MLP_i, −2 → wte, −1 → wpe; N(0, 1/d); zeros elsewhere."""
+    assert MLPTransformer(10, 20).num_params == 8520
+    d = S + T
+    key = jax.random.key(3)
+    params = mlp_transformer_init(key, MLPTransformer(S, T))
+    keys = jax.random.split(key, 6)
+    close = dict(rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(params["wte"], jax.random.normal(keys[-2], (S, d)) / math.sqrt(d), **close)
+    np.testing.assert_allclose(params["wpe"], jax.random.normal(keys[-1], (T, d)) / math.sqrt(d), **close)
+    for l in range(2):
+        layer = params[f"L{l + 1}"]
+        np.testing.assert_allclose(layer["V"], jax.random.normal(keys[2 * l], (d, d)) / math.sqrt(d), **close)
+        w0 = jax.random.normal(jax.random.split(keys[2 * l + 1], 2)[0], (d, d)) / math.sqrt(d)
+        np.testing.assert_allclose(layer["mlp"][0]["w"], w0, **close)
+        assert np.all(np.asarray(layer["A"]) == 0) and np.all(np.asarray(layer["mlp"][-1]["w"]) == 0)
+        assert all(np.all(np.asarray(lin["b"]) == 0) for lin in layer["mlp"])
+    assert np.all(np.asarray(params["W"]) == 0)
+    emb = np.concatenate([np.asarray(params["wte"]).ravel(), np.asarray(params["wpe"]).ravel()])
+    assert 0.8 / math.sqrt(d) < emb.std() < 1.2 / math.sqrt(d)
+
+
+def test_mup_linear_scaling():
+    """Stored weight × √(out/in), bias × √out; ReLU between linears, none after the last."""
+    w1, b1 = jnp.arange(8.0).reshape(4, 2) - 3.0, jnp.array([0.5, -2.0])
+    w2, b2 = jnp.ones((2, 3)), jnp.zeros(3)
+    x = jnp.array([[1.0, -1.0, 2.0, 0.5]])
+    out = mt._mlp([{"w": w1, "b": b1}, {"w": w2, "b": b2}], x)
+    hidden = np.maximum(np.asarray(x) @ np.asarray(w1) * math.sqrt(2 / 4) + np.asarray(b1) * math.sqrt(2), 0)
+    np.testing.assert_allclose(out, hidden @ np.ones((2, 3)) * math.sqrt(3 / 2), rtol=1e-6)
+
+
+# ---------------------------------------------------------- efficient == naive
+@pytest.mark.parametrize("heads", HEADS)
+def test_catformer_efficient_equals_naive(heads):
+    params = _random_catformer(1, heads)
+    fast, naive, maps = _cat_all(params, _tokens(2))
+    assert np.std(np.asarray(fast)) > 0.1  # non-trivial logits
+    np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-5)
+    for attn in maps:  # rows are distributions over j ≤ i, and not uniform
+        _check_rows(attn)
+        assert np.asarray(attn)[..., -1, :].max() > 2.0 / T
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_mlp_transformer_efficient_equals_naive(num_layers):
+    params = _random_mlp(4, num_layers)
+    fast, naive, maps = _mlp_all(params, _tokens(5))
+    assert np.std(np.asarray(fast)) > 0.1
+    np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-5)
+    for attn in maps:
+        _check_rows(attn)
+        assert np.asarray(attn)[..., -1, :].max() > 2.0 / T
+
+
+def _grads_both(fast, naive):
+    def loss(forward, p, batch):
+        return _ce(forward(p, batch.tokens_BxT), batch)
+
+    return jax.jit(lambda p, b: (jax.grad(loss, 1)(fast, p, b), jax.grad(loss, 1)(naive, p, b)))
+
+
+@pytest.mark.parametrize("model", ["catformer", "mlp"])
+def test_efficient_gradients_equal_naive(model, batch):
+    """Training differentiates the efficient forward: its gradients match the naive ones."""
+    if model == "catformer":
+        params, fast, naive = _random_catformer(6, (2, 1)), catformer_logits, catformer_logits_naive
+    else:
+        params, fast, naive = _random_mlp(7), mlp_transformer_logits, mlp_transformer_logits_naive
+    g_fast, g_naive = _grads_both(fast, naive)(params, batch)
+    assert max(np.abs(np.asarray(g)).max() for g in jax.tree.leaves(g_fast)) > 1e-3
+    chex.assert_trees_all_close(g_fast, g_naive, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------- causality
+def _check_causal_jacobian(jac_TxDxTxD):
+    """jac[i, :, j, :] = ∂stream_i/∂input_j: exactly 0 for j > i, non-zero at j = i and some j < i."""
+    jac = np.asarray(jac_TxDxTxD)
+    t = jac.shape[0]
+    norms = np.abs(jac).sum(axis=(1, 3))  # [i, j]
+    assert np.all(norms[np.triu_indices(t, k=1)] == 0.0), "a position depends on the future"
+    assert np.all(np.diag(norms) > 0)
+    assert all(norms[i, :i].max() > 0 for i in range(1, t))
+
+
+@jax.jit
+def _catformer_stream_jacobian(params, h0_TxD):
+    return jax.jacrev(lambda h: catformer_stream(params, h[None])[0])(h0_TxD)
+
+
+@jax.jit
+def _mlp_stream_jacobian(params, x0_TxD):
+    return jax.jacrev(lambda x: mlp_transformer_stream(params, x[None])[0])(x0_TxD)
+
+
+@pytest.mark.parametrize("heads", [(1, 1), (2, 1)])
+def test_catformer_stream_is_causal(heads):
+    s, t = 3, 5
+    params = _random_catformer(8, heads, s, t)
+    h0 = jnp.asarray(RNG(9).standard_normal((t, s + t)), jnp.float32)  # continuous embedding
+    _check_causal_jacobian(_catformer_stream_jacobian(params, h0))
+
+
+def test_mlp_transformer_stream_is_causal():
+    s, t = 3, 5
+    params = _random_mlp(10, 2, s, t)
+    x0 = jnp.asarray(RNG(11).standard_normal((t, s + t)), jnp.float32)
+    _check_causal_jacobian(_mlp_stream_jacobian(params, x0))
+
+
+def _check_rows(attn):
+    a = np.asarray(attn)
+    t = a.shape[-1]
+    np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-5)
+    upper = np.triu(np.ones((t, t), bool), k=1)
+    assert np.all(a[..., upper] == 0.0) and np.all(a >= 0)
+
+
+def test_layer1_positional_attention_matches_full_attention_without_token_blocks():
+    params = _random_catformer(16, (2, 1))
+    a1 = params["A1"].at[:, :S, :].set(0.0).at[:, :, :S].set(0.0)  # positions only
+    params = dict(params, A1=a1)
+    pos = layer1_positional_attention(params)
+    assert pos.shape == (2, T, T)
+    _check_rows(pos)
+    full = _cat_all(params, _tokens(17))[2][0]
+    np.testing.assert_allclose(full, jnp.broadcast_to(pos, full.shape), rtol=1e-6, atol=1e-7)
+    a1 = jnp.asarray(RNG(15).standard_normal((T, T)), jnp.float32)
+    _check_rows(reduced_layer1_attention({"A1": a1, "A2": jnp.eye(S)}))
+
+
+# --------------------------------------------------------------------- zero init
+@jax.jit
+def _value_and_grads(cat_params, mlp_params, batch):
+    def loss(p, forward):
+        return _ce(forward(p, batch.tokens_BxT), batch)
+
+    return (
+        jax.value_and_grad(loss)(cat_params, catformer_logits),
+        jax.value_and_grad(loss)(mlp_params, mlp_transformer_logits),
+    )
+
+
+@pytest.mark.parametrize("s,t", [(10, 20), (S, T)])
+def test_zero_init_loss_is_log_s_and_only_w_learns(s, t, batch):
+    if (s, t) != (S, T):
+        batch = _np_tree_batch(2, [-1] + list(range(t - 2)), s, 16)
+    cat = catformer_init(None, CatFormer(s, t, (1, 1)))
+    mlp = mlp_transformer_init(jax.random.key(2), MLPTransformer(s, t))
+    (cat_loss, cat_g), (mlp_loss, mlp_g) = _value_and_grads(cat, mlp, batch)
+    for loss, grads in [(cat_loss, cat_g), (mlp_loss, mlp_g)]:
+        assert abs(float(loss) - math.log(s)) < 1e-6
+        assert np.abs(np.asarray(grads["W"])).max() > 0
+        others = {k: v for k, v in grads.items() if k != "W"}
+        assert others and all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(others))
+    assert set(cat_g) == {"A1", "A2", "W"}
+
+
+# ------------------------------------------------------------------ reduced model
+def test_reduced_at_zero_is_unigram_frequency():
+    x = _tokens(18, b=5)
+    probs = _reduced_probs({"A1": jnp.zeros((T, T)), "A2": jnp.zeros((S, S))}, x)
+    assert probs.shape == (5, S)
+    expected = np.stack([np.bincount(row, minlength=S) / T for row in np.asarray(x)])
+    np.testing.assert_allclose(probs, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_reduced_init_and_shapes():
+    params = reduced_init(T, S, beta0=2.0)
+    assert params["A1"].shape == (T, T) and params["A2"].shape == (S, S)
+    np.testing.assert_array_equal(params["A1"], np.zeros((T, T)))
+    np.testing.assert_array_equal(params["A2"], 2.0 * np.eye(S))
+    probs = _reduced_probs(params, _tokens(19, b=5))
+    assert probs.shape == (5, S)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
+
+
+def test_reduced_eps_floor(batch):
+    params = reduced_init(T, S)
+    # every token is 0, so tokens 1..S−1 get f_b = 0 exactly
+    tokens = jnp.zeros((16, T), jnp.int32)
+    absent = icl_jax.Batch(tokens, jnp.full((16, S), 1.0 / S), jnp.ones(16, jnp.int32))
+    for labels in ("soft", "hard"):
+        assert np.isposinf(float(_reduced_loss(params, absent, 0.0, labels=labels)))
+        assert np.isfinite(float(_reduced_loss(params, absent, 1e-3, labels=labels)))
+        assert np.isfinite(float(_reduced_loss(params, batch, 1e-2, labels=labels)))  # sampled data, floored
+    np.testing.assert_allclose(_reduced_loss(params, absent, 1e-3, labels="hard"), -math.log(1e-3), rtol=1e-5)
+    probs = np.asarray(_reduced_probs(params, batch.tokens_BxT), np.float64)
+    y = np.asarray(batch.label_probs_BxS, np.float64)
+    manual = -(y * np.log(probs + 1e-2)).sum(-1).mean()
+    np.testing.assert_allclose(_reduced_loss(params, batch, 1e-2, labels="soft"), manual, rtol=1e-5)
+
+
+def test_reduced_hard_and_soft_labels_agree_in_expectation(big_batch):
+    params = {"A1": jnp.asarray(RNG(22).standard_normal((T, T)), jnp.float32), "A2": 2.0 * jnp.eye(S)}
+    eps = 1e-2
+    probs = _reduced_probs(params, big_batch.tokens_BxT)
+    soft = icl_jax.cross_entropy_probs(probs, big_batch.label_probs_BxS, eps=eps)
+    hard = icl_jax.cross_entropy_probs(probs, jax.nn.one_hot(big_batch.label_B, S), eps=eps)
+    diff = np.asarray(hard - soft, np.float64)  # paired: E[hard − soft | X] = 0
+    se = diff.std() / math.sqrt(diff.size)
+    assert abs(diff.mean()) < 5 * se + 1e-3
+
+
+# --------------------------------------------------------- reference construction
+def _count_estimator(dag, tokens_BxT, s):
+    """Empirical conditional of x_j over non-root j whose parent token equals the query."""
+    x = np.asarray(tokens_BxT)
+    counts = np.zeros((len(x), s))
+    for b, seq in enumerate(x):
+        for j, p in enumerate(dag):
+            if p >= 0 and seq[p] == seq[-1]:
+                counts[b, seq[j]] += 1
+    n = counts.sum(-1)
+    return counts / np.maximum(n, 1)[:, None], n
+
+
+def _reference_error(dag, tokens, s, c, gamma=2.0):
+    est, n = _count_estimator(dag, tokens, s)
+    assert n.min() > 0
+    params = catformer_reference_params(dag, s, c=c, beta=c, gamma=gamma)
+    logits = _cat_logits(params, jnp.asarray(tokens, jnp.int32))
+    return float(np.abs(np.asarray(logits) / gamma - est).max())
+
+
+def test_reference_construction_hand_made():
+    dag = [-1, 0, 1, 2, 3]  # chain, T = 6
+    tokens = np.array([[0, 1, 0, 2, 1, 0], [2, 2, 2, 1, 0, 2], [1, 0, 1, 1, 2, 1]])
+    est, _ = _count_estimator(dag, tokens, 3)
+    np.testing.assert_allclose(est, [[0, 0.5, 0.5], [0, 1 / 3, 2 / 3], [1 / 3, 1 / 3, 1 / 3]])
+    err10, err40 = (_reference_error(dag, tokens, 3, c) for c in (10.0, 40.0))
+    assert err40 < err10 and err40 < 1e-4
+
+
+@pytest.mark.parametrize("graph", ["chain", "random"])
+def test_reference_construction_sampled(graph):
+    s = 4
+    dag = icl_jax.tree_task(graph, vocab_size=s, seq_len=12).graph.dag_array()
+    tokens = np.asarray(_np_tree_batch(23, dag, s, 96).tokens_BxT)
+    _, n = _count_estimator(dag, tokens, s)
+    tokens = tokens[n > 0][:32]
+    assert len(tokens) == 32
+    err10, err40 = (_reference_error(dag, tokens, s, c) for c in (10.0, 40.0))
+    assert err40 < 0.1 * err10 and err40 < 1e-4
+
+
+# -------------------------------------------------------------------- bad input
+def test_bad_configs():
+    for kwargs, name in [
+        (dict(vocab_size=1, seq_len=T), "vocab_size"),
+        (dict(vocab_size=S, seq_len=1), "seq_len"),
+        (dict(vocab_size=S, seq_len=T, heads=(1, 0)), "heads"),
+        (dict(vocab_size=S, seq_len=T, heads=()), "heads"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            CatFormer(**kwargs)
+    for kwargs, name in [
+        (dict(vocab_size=1, seq_len=T), "vocab_size"),
+        (dict(vocab_size=S, seq_len=1), "seq_len"),
+        (dict(vocab_size=S, seq_len=2.5), "seq_len"),
+        (dict(vocab_size=S, seq_len=T, num_layers=0), "num_layers"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            MLPTransformer(**kwargs)
+    with pytest.raises(ValueError, match="init"):
+        catformer_init(None, CatFormer(S, T), init="uniform")
+    with pytest.raises(ValueError, match="seq_len"):
+        reduced_init(1, S)
+    with pytest.raises(ValueError, match="vocab_size"):
+        reduced_init(T, 1)
+
+
+def test_bad_catformer_inputs():
+    params = jax.eval_shape(lambda: catformer_init(None, CatFormer(S, T, (1, 1))))
+    x = _tokens(24)
+
+    def check(fn, p, xs, name):
+        with pytest.raises(ValueError, match=name):
+            jax.eval_shape(fn, p, xs)
+
+    for fn in (catformer_logits, catformer_logits_naive, catformer_attention):
+        check(fn, params, x[:, :-1], "tokens_BxT")
+        check(fn, params, x[0], "tokens_BxT")
+    f32 = jnp.float32
+    check(catformer_logits, dict(params, A2=jax.ShapeDtypeStruct((1, 26, 25), f32)), x, "A2")
+    check(catformer_logits, dict(params, W=jax.ShapeDtypeStruct((51, S), f32)), x, "W")
+    check(catformer_logits, dict(params, W=jax.ShapeDtypeStruct((52,), f32)), x, "W")
+    check(catformer_logits, {"A1": params["A1"], "A3": params["A2"], "W": params["W"]}, x, "params")
+    check(catformer_logits, dict(params, wte=jax.ShapeDtypeStruct((S, S + T), f32)), x, "params")
+
+
+def test_bad_mlp_transformer_inputs():
+    params = jax.eval_shape(lambda: mlp_transformer_init(jax.random.key(0), MLPTransformer(S, T)))
+    x = _tokens(25)
+    d, f32 = S + T, jnp.float32
+
+    def check(fn, p, xs, name):
+        with pytest.raises(ValueError, match=name):
+            jax.eval_shape(fn, p, xs)
+
+    for fn in (mlp_transformer_logits, mlp_transformer_logits_naive, mlp_transformer_attention):
+        check(fn, params, x[:, :-1], "tokens_BxT")
+    check(mlp_transformer_logits, dict(params, L2=dict(params["L2"], V=jax.ShapeDtypeStruct((d, d + 1), f32))), x, "V")
+    bad = [params["L1"]["mlp"][0], {"w": jax.ShapeDtypeStruct((d, d + 1), f32), "b": jax.ShapeDtypeStruct((d + 1,), f32)}]
+    check(mlp_transformer_logits, dict(params, L1=dict(params["L1"], mlp=bad)), x, "mlp")
+    check(mlp_transformer_logits, dict(params, W=jax.ShapeDtypeStruct((d, S + 1), f32)), x, "W")
+    check(mlp_transformer_logits, dict(params, wpe=jax.ShapeDtypeStruct((T, d + 1), f32)), x, "wpe")
+    check(mlp_transformer_logits, {k: v for k, v in params.items() if k != "L1"}, x, "params")
+    check(mlp_transformer_stream, params, jax.ShapeDtypeStruct((1, T, d + 1), f32), "x0_BxTxD")
+
+
+def test_bad_reduced_inputs(batch):
+    params = reduced_init(T, S)
+    with pytest.raises(ValueError, match="tokens_BxT"):
+        reduced_probs(params, _tokens(26, t=T + 1))
+    with pytest.raises(ValueError, match="A1"):
+        reduced_probs(dict(params, A1=jnp.zeros((T, T + 1))), _tokens(26))
+    with pytest.raises(ValueError, match="labels"):
+        reduced_loss(params, batch, labels="sampled")
+
+
+# -------------------------------------------------------------------------- jit
+@pytest.mark.parametrize("model", ["catformer", "mlp"])
+def test_efficient_forward_traces_once(model):
+    if model == "catformer":
+        params, forward = _random_catformer(28, (1, 1)), catformer_logits
+    else:
+        params, forward = _random_mlp(29), mlp_transformer_logits
+    traces = []
+
+    @jax.jit
+    def f(p, x):
+        traces.append(1)
+        return forward(p, x)
+
+    for i in range(3):
+        out = f(jax.tree.map(lambda a, i=i: a * (1.0 + i), params), _tokens(30 + i))
+        assert out.shape == (4, S)
+    assert len(traces) == 1
