@@ -1,4 +1,4 @@
-"""``icl-jax`` command line: list, run, reproduce, baselines.
+"""``icl-jax`` command line: list, run, reproduce, baselines, theory.
 
 Errors in arguments are reported as one line ``icl-jax: error: ...`` with exit code 2,
 never a traceback."""
@@ -137,6 +137,62 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def cmd_theory_nichani_gradient(args) -> int:
+    from icl_jax.tasks.tasks import tree_task
+    from icl_jax.theory.nichani import nichani_gradient_report
+
+    seq_len = args.seq_len if args.seq_len is not None else (6 if args.graph == "manual" else 20)
+    task = tree_task(
+        args.graph,
+        vocab_size=args.vocab_size,
+        seq_len=seq_len,
+        alpha=args.alpha,
+        graph_seed=args.graph_seed,
+        root_prob=args.root_prob,
+    )
+    report = nichani_gradient_report(
+        task, beta0=args.beta0, samples=args.samples, draws=args.draws, eps=args.eps, seed=args.seed, labels=args.labels
+    )
+    report["config"]["graph"] = args.graph
+    report["config"]["graph_seed"] = args.graph_seed
+    if args.plot is not None:
+        from icl_jax.analysis.gradient_plots import plot_gradient_comparison
+
+        nan = float("nan")
+        as_array = lambda m: [[nan if v is None else v for v in row] for row in m]  # noqa: E731
+        plot_gradient_comparison(
+            args.plot,
+            report["autodiff"],
+            report["first_order"],
+            report["parents"],
+            f"Nichani reduced model, dL/dA1 at init: {args.graph}, S={task.vocab_size}, T={task.seq_len}, "
+            f"beta0={args.beta0:g}",
+            population_TxT=as_array(report["population"]),
+        )
+        report["plot"] = str(args.plot)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    cfg = report["config"]
+    print(
+        f"graph {args.graph} (dag {cfg['dag']}), S={cfg['vocab_size']}, T={cfg['seq_len']}, alpha={cfg['alpha']:g}, "
+        f"beta0={cfg['beta0']:g}, samples={cfg['samples']}, draws={cfg['draws']}, eps={cfg['eps']:g}, {cfg['labels']} labels"
+    )
+    print(f"{'vs autodiff':<14}{'rel. error':>12}{'corr':>10}{'argmax=parent':>15}")
+    print(f"{'autodiff':<14}{'':>12}{'':>10}{report['argmax_recovery_autodiff']:>15.3f}")
+    for name in ("first_order", "population"):
+        print(
+            f"{name:<14}{report['rel_error_' + name]:>12.3e}{report['corr_' + name]:>10.4f}"
+            f"{report['argmax_recovery_' + name]:>15.3f}"
+        )
+    edge, tr = report["edge_chi2"], report["trace_minus_one"]
+    print(f"E[I_chi2(edge)] = {edge['mean']:.4f} +- {edge['se']:.4f};  E[tr pi - 1] = {tr['mean']:.4f} +- {tr['se']:.4f}")
+    print(f"(population compared on {report['population_rows_compared']}; argmax over k <= i, self included)")
+    if "plot" in report:
+        print(f"figure: {report['plot']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="icl-jax", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -175,6 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--full", action="store_true", help="paper-sized versions (GPU)")
     q.add_argument("--out", type=Path, default=Path("figures"))
     q.set_defaults(func=cmd_reproduce)
+
+    th = sub.add_parser("theory", help="numerical checks of the papers' theory")
+    theory = th.add_subparsers(dest="theory_command", required=True)
+    ng = theory.add_parser(
+        "nichani-gradient",
+        help="Nichani §6: layer-1 gradient at init, autodiff vs first-order vs chi2 population form",
+    )
+    ng.add_argument("--graph", choices=["chain", "icl", "random", "fig9", "manual"], default="chain")
+    ng.add_argument("--graph-seed", type=int, default=0)
+    ng.add_argument("--root-prob", type=float, default=0.5, help="fig9 root probability p")
+    ng.add_argument("--vocab-size", type=int, default=10)
+    ng.add_argument("--seq-len", type=int, default=None, help="T incl. the query (default 20; 6 for manual)")
+    ng.add_argument("--alpha", type=float, default=0.1)
+    ng.add_argument("--beta0", type=float, default=1e-3, help="A2 = beta0 * I at init")
+    ng.add_argument("--samples", type=int, default=65536, help="sequences in the batch (autodiff, first order)")
+    ng.add_argument("--draws", type=int, default=1024, help="kernels pi for the population Monte Carlo")
+    ng.add_argument("--eps", type=float, default=1e-3, help="loss floor epsilon")
+    ng.add_argument("--labels", choices=["soft", "hard"], default="soft")
+    ng.add_argument("--seed", type=int, default=0)
+    ng.add_argument("--plot", type=Path, default=None, help="also write the comparison figure here")
+    ng.add_argument("--json", action="store_true")
+    ng.set_defaults(func=cmd_theory_nichani_gradient)
     return p
 
 
