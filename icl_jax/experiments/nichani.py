@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from icl_jax import engine
+from icl_jax.analysis.gradient_plots import plot_gradient_comparison
 from icl_jax.analysis.metrics import head_parent_matching, parent_attention_metrics
 from icl_jax.analysis.plots import plot_heatmaps, plot_runs
 from icl_jax.experiments.registry import Experiment, register
@@ -38,6 +39,7 @@ from icl_jax.models.mlp_transformer import (
 )
 from icl_jax.models.reduced import reduced_init, reduced_layer1_attention, reduced_loss, reduced_probs
 from icl_jax.tasks import graphs as _graphs
+from icl_jax.theory.nichani import nichani_gradient_report
 from icl_jax.tasks.baselines import baseline_losses
 from icl_jax.tasks.sampling import Batch, SamplingPlan, sample_tokens, target_rows
 from icl_jax.tasks.tasks import TreeTask, dag_task, tree_task
@@ -673,8 +675,24 @@ def run_staged(config: dict, out: Path, progress: bool = True) -> dict:
     fig.tight_layout()
     fig.savefig(out / "staged_flow_vs_gd.png", dpi=120)
     plt.close(fig)
+    # the theory at initialisation: autodiff vs first-order formula vs population χ² prediction
+    # (small β0, where the first-order expansion holds; spec §6.2–6.3)
+    report = nichani_gradient_report(
+        task, beta0=1e-3, samples=config["theory_samples"], draws=config["theory_draws"], eps=eps, seed=config["seed"]
+    )
+    plot_gradient_comparison(
+        out / "gradient_analytic_vs_autodiff.png",
+        np.array(report["autodiff"]),
+        np.array(report["first_order"]),
+        dag,
+        f"layer-1 gradient at init (β0=1e-3, {config['theory_samples']} sequences): "
+        f"first-order rel. error {report['rel_error_first_order']:.2g}, population {report['rel_error_population']:.2g}",
+        population_TxT=np.array(report["population"], dtype=np.float64),
+    )
+    theory = {k: v for k, v in report.items() if k not in ("autodiff", "first_order", "population", "parents")}
     end1 = int(np.searchsorted(steps, stages[0].steps))
     return {
+        "theory_at_init": theory,
         "graph": dag.tolist(),
         "seeds": list(res.seeds),
         "parent_argmax_accuracy": _per_seed(m["parent_argmax_accuracy"][:, -1]),
@@ -707,6 +725,9 @@ def _staged_summary(metrics: dict) -> list:
         ("Bayes / unigram loss", f"{metrics['bayes_loss']:.3f} / {metrics['unigram_loss']:.3f}"),
         ("gradient flow: parent attention, final loss", f"{metrics['flow']['mean_parent_attention']:.3f}, {metrics['flow']['final_test_loss']:.3f}"),
     ]
+    th = metrics["theory_at_init"]
+    rows.append(("layer-1 gradient at init: rel. error of first-order formula / population χ² vs autodiff", f"{th['rel_error_first_order']:.2e} / {th['rel_error_population']:.3f}"))
+    rows.append(("argmax = parent (autodiff / population)", f"{th['argmax_recovery_autodiff']:.3f} / {th['argmax_recovery_population']:.3f}"))
     for name, v in metrics["ood"].items():
         rows.append((f"OOD {name}: model / Bayes loss", f"{v['model_loss']:.3f} / {v['bayes_loss']:.3f}"))
     return rows
