@@ -4,6 +4,12 @@ and induction heads in context (Nichani, Damian & Lee 2024; Chen, Sheen, Wang & 
 The public API is what this file lists."""
 
 from icl_jax import engine as engine
+from icl_jax import models as models
+from icl_jax import theory as theory
+from icl_jax.analysis.metrics import (
+    head_parent_matching as head_parent_matching,
+    parent_attention_metrics as parent_attention_metrics,
+)
 from icl_jax.losses import (
     cross_entropy_logits as cross_entropy_logits,
     cross_entropy_probs as cross_entropy_probs,

@@ -1,6 +1,7 @@
 """The README's Python examples run as written (and their quoted numbers hold)."""
 
 import ast
+import math
 import pathlib
 import re
 
@@ -25,3 +26,9 @@ def test_readme_engine_example(capsys):
     parent_attention = np.array(lines[1].strip("[]").split(), dtype=float)
     # Stage 1 moves attention from uniform (0.21 on the parent, averaged over rows) onto the parent.
     assert parent_attention[0] > 0.3 and parent_attention[1] > 0.8
+
+
+def test_readme_nichani_example(capsys):
+    loss, recovery = map(float, _run(BLOCKS[2], capsys))
+    assert abs(loss - math.log(5)) < 1e-5  # zero init: uniform output
+    assert recovery == 1.0  # the first-order gradient points every non-root row at its parent

@@ -437,7 +437,7 @@ FIG9_DEFAULTS = {
     "record_every": 128,
     "resume": False,
 }
-FIG9_QUICK = {"steps": 1500, "batch_size": 128, "learning_rate": 10.0, "test_size": 2048, "record_every": 100}
+FIG9_QUICK = {"steps": 1500, "batch_size": 128, "learning_rate": 3.0, "test_size": 2048, "record_every": 100}
 
 
 def _stacked_tree_plans(tasks: list[TreeTask]) -> dict:
@@ -490,7 +490,7 @@ def run_fig9(config: dict, out: Path, progress: bool = True) -> dict:
     import matplotlib.pyplot as plt  # the figure is specific to Fig. 9
 
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    ax.errorbar(positions, mean_i, yerr=sd_i, fmt="o-", capsize=3, label=f"mean ± s.d. over graphs where i has a parent")
+    ax.errorbar(positions, mean_i, yerr=sd_i, fmt="o-", capsize=3, label="mean ± s.d. over graphs where i has a parent")
     ax.axhline(1.0, color="k", ls="--", lw=1)
     ax.set_xlabel("position i")
     ax.set_ylabel("layer-1 attention i → p(i)")
