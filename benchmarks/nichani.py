@@ -54,6 +54,8 @@ import argparse
 import os
 import sys
 
+from _measure import cost_flops, set_host_devices, timed
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -79,16 +81,6 @@ def parse_args(argv=None):
     if args.host_devices is not None and args.host_devices < 1:
         p.error("--host-devices must be >= 1")
     return args
-
-
-def set_host_devices(n):
-    """Put the device-count flag in XLA_FLAGS (before jax is imported)."""
-    flags, flag = os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count"
-    if n is None:
-        if flag in flags:
-            return
-        n = os.cpu_count() or 1
-    os.environ["XLA_FLAGS"] = " ".join([f for f in flags.split() if not f.startswith(flag)] + [f"{flag}={n}"])
 
 
 S, T, ALPHA, HEADS, BATCH = 10, 20, 0.1, (1, 1), 1024  # spec §5.1 row 1
@@ -201,39 +193,6 @@ DATA = FreshSamples(lambda key, hp: TASK.sample(key, BATCH))
 
 
 # ---- measurement helpers ------------------------------------------------------------------------------
-
-
-def _system_busy_s():
-    """CPU seconds all processes have spent busy (Linux /proc/stat), or None."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def timed(fn):
-    """(result, wall s, own CPU s, cores kept busy by other processes meanwhile or None) of fn()."""
-    b0, c0, t0 = _system_busy_s(), time.process_time(), time.perf_counter()
-    out = jax.block_until_ready(fn())
-    wall, cpu, b1 = time.perf_counter() - t0, time.process_time() - c0, _system_busy_s()
-    # /proc/stat counts 10 ms ticks: too coarse for calls shorter than ~0.2 s
-    other = None if b0 is None or b1 is None or wall < 0.2 else max(0.0, (b1 - b0 - cpu) / wall)
-    return out, wall, cpu, other
-
-
-def cost_flops(compiled):
-    """'flops' of XLA's cost analysis (dict, or list of dicts in some jax versions), or None."""
-    try:
-        ca = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 — not implemented on some backends
-        return None
-    if isinstance(ca, (list, tuple)):
-        ca = ca[0] if ca else None
-    value = float(ca["flops"]) if ca and "flops" in ca else 0.0
-    return value if value > 0 else None
 
 
 def matmul_peak(reps):

@@ -46,6 +46,8 @@ import argparse
 import os
 import sys
 
+from _measure import cost_flops, set_host_devices, timed
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,18 +74,6 @@ def parse_args(argv=None):
     return args
 
 
-def set_host_devices(n):
-    """Put the device-count flag in XLA_FLAGS (must run before jax is imported)."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    flag = "--xla_force_host_platform_device_count"
-    if n is None:
-        if flag in flags:
-            return
-        n = os.cpu_count() or 1
-    kept = [f for f in flags.split() if not f.startswith(flag)]
-    os.environ["XLA_FLAGS"] = " ".join(kept + [f"{flag}={n}"])
-
-
 if __name__ == "__main__":
     ARGS = parse_args()
     set_host_devices(ARGS.host_devices)
@@ -92,8 +82,6 @@ import json
 import math
 import platform
 import statistics
-import time
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -173,51 +161,6 @@ def analytic_flops(batch, heads=HEADS):
     readout = 2 * batch * (1 + m2) * d1 * S
     n_params = sum(math.prod(s) for s in param_shapes().values())
     return 2 * layer1 + 3 * (layer2 + readout) + 2 * n_params
-
-
-def cost_flops(compiled):
-    """'flops' from XLA's cost analysis (a dict, or a list of dicts in some jax versions)."""
-    try:
-        ca = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 — not implemented on some backends
-        return None
-    if isinstance(ca, (list, tuple)):
-        ca = ca[0] if ca else None
-    if not ca or "flops" not in ca:
-        return None
-    value = float(ca["flops"])
-    return value if value > 0 else None
-
-
-# ---- measurement helpers ---------------------------------------------------------------------------
-
-
-def _system_busy_s():
-    """CPU seconds all processes have spent busy (Linux /proc/stat), or None."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-class Timing(NamedTuple):
-    result: object
-    wall: float  # seconds
-    cpu: float  # this process's CPU seconds, all threads
-    other: float | None  # cores kept busy by other processes on average (Linux), else None
-
-
-def timed(fn):
-    """Run fn() to completion; wall time, own CPU time and other processes' load meanwhile."""
-    b0, c0, t0 = _system_busy_s(), time.process_time(), time.perf_counter()
-    out = jax.block_until_ready(fn())
-    wall, cpu, b1 = time.perf_counter() - t0, time.process_time() - c0, _system_busy_s()
-    # /proc/stat counts in clock ticks (10 ms): too coarse for calls shorter than ~0.2 s
-    other = None if b0 is None or b1 is None or wall < 0.2 else max(0.0, (b1 - b0 - cpu) / wall)
-    return Timing(out, wall, cpu, other)
 
 
 def matmul_peak(devices, reps):

@@ -7,18 +7,7 @@ Runtime: ~1 min quick (CPU)."""
 
 import sys
 
-from icl_jax.cli import main
-
-EXPERIMENTS = ['nichani-staged']
+from _run import run_experiments
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    root = "figures"
-    if "--out" in args:
-        i = args.index("--out")
-        root = args[i + 1]
-        del args[i : i + 2]
-    for name in EXPERIMENTS:
-        code = main(["run", name, *args, "--out", f"{root}/{name}"])
-        if code:
-            sys.exit(code)
+    sys.exit(run_experiments(['nichani-staged'], sys.argv[1:]))

@@ -6,18 +6,7 @@ Runtime: ~1 min quick (CPU); full (4096 AdamW steps) ~minutes on a GPU."""
 
 import sys
 
-from icl_jax.cli import main
-
-EXPERIMENTS = ['nichani-fig8-mlp']
+from _run import run_experiments
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    root = "figures"
-    if "--out" in args:
-        i = args.index("--out")
-        root = args[i + 1]
-        del args[i : i + 2]
-    for name in EXPERIMENTS:
-        code = main(["run", name, *args, "--out", f"{root}/{name}"])
-        if code:
-            sys.exit(code)
+    sys.exit(run_experiments(['nichani-fig8-mlp'], sys.argv[1:]))

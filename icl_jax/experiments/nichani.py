@@ -12,7 +12,9 @@ mechanism appears in about a minute of CPU (the quick values are stated in each 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -128,6 +130,59 @@ def _sweep(config, out, progress, loss, init, stages, sample, metrics, **kw):
     )
 
 
+class _Trained(NamedTuple):
+    result: engine.TrainResult
+    metrics: dict  # recorded metrics with the grid axis dropped: leaves [seed, record, ...]
+    steps: np.ndarray  # the recorded steps
+    baselines: dict  # every baseline's loss on the test set
+    record: Callable  # params -> the recorded metrics (test loss included)
+
+
+def _train_task(config, out, progress, task, ce, init, probe, stages=None) -> _Trained:
+    """Train the mean of ``ce(params, tokens, labels)`` on fresh batches of ``task`` for all
+    the config's seeds in one sweep, recording ``probe(params)`` and the loss on one fixed test
+    set, on which every baseline is scored too."""
+    test = _test_set(task, config)
+    test_loss = _mean_loss_fn(ce, test)
+    batch_size = config["batch_size"]
+
+    def loss(params, batch):
+        return jnp.mean(ce(params, batch.tokens_BxT, batch.label_probs_BxS))
+
+    def record(params):
+        return {**probe(params), "test_loss": test_loss(params)}
+
+    res = _sweep(
+        config,
+        out,
+        progress,
+        loss,
+        init,
+        stages or [_stage(config)],
+        lambda key, hp: task.sample(key, batch_size),
+        lambda params, step: record(params),
+    )
+    metrics = jax.tree.map(lambda x: np.asarray(x)[0], res.metrics)
+    return _Trained(res, metrics, np.asarray(res.record_steps), _baselines(task, test), record)
+
+
+def _tree_result(trained: _Trained) -> dict:
+    """The graph-recovery and loss numbers every tree-graph experiment reports."""
+    m, base = trained.metrics, trained.baselines
+    return {
+        "seeds": list(trained.result.seeds),
+        "parent_argmax_accuracy": _per_seed(m["parent_argmax_accuracy"][:, -1]),
+        "mean_parent_attention": _per_seed(m["mean_parent_attention"][:, -1]),
+        "final_test_loss": _per_seed(m["test_loss"][:, -1]),
+        "bayes_loss": base["bayes"]["loss"],
+        "bayes_official_loss": base["bayes_official"]["loss"],
+        "oracle_loss": base["oracle"]["loss"],
+        "unigram_loss": base["unigram"]["loss"],
+        "baselines": base,
+        "train_wall_seconds": trained.result.wall_seconds,
+    }
+
+
 def _loss_panel(test_loss_RxN, baselines, names=("bayes", "oracle", "unigram")):
     return {
         "values": test_loss_RxN,
@@ -180,27 +235,16 @@ def _single_parent(graph_name: str):
         s, t = task.vocab_size, task.seq_len
         model = CatFormer(s, t, (1, 1))
         dag = task.graph.dag_array()
-        test = _test_set(task, config)
-        test_loss = _mean_loss_fn(_catformer_ce, test)
-        batch_size = config["batch_size"]
-
-        def metrics(params, step):
-            m = parent_attention_metrics(layer1_positional_attention(params)[0], dag)
-            return {**m, "test_loss": test_loss(params)}
-
-        res = _sweep(
+        trained = _train_task(
             config,
             out,
             progress,
-            _catformer_loss,
+            task,
+            _catformer_ce,
             lambda key, hp: catformer_init(None, model),
-            [_stage(config)],
-            lambda key, hp: task.sample(key, batch_size),
-            metrics,
+            lambda params: parent_attention_metrics(layer1_positional_attention(params)[0], dag),
         )
-        m = jax.tree.map(lambda x: np.asarray(x)[0], res.metrics)  # drop the grid axis
-        steps = np.asarray(res.record_steps)
-        base = _baselines(task, test)
+        res, m, steps, base = trained.result, trained.metrics, trained.steps, trained.baselines
         params0 = jax.tree.map(lambda x: x[0, 0], res.params)
         name = graph_name
         attn0 = np.asarray(layer1_positional_attention(params0)[0])
@@ -236,16 +280,8 @@ def _single_parent(graph_name: str):
         )
         return {
             "graph": dag.tolist(),
-            "seeds": list(res.seeds),
-            "parent_argmax_accuracy": _per_seed(m["parent_argmax_accuracy"][:, -1]),
-            "mean_parent_attention": _per_seed(m["mean_parent_attention"][:, -1]),
-            "final_test_loss": _per_seed(m["test_loss"][:, -1]),
-            "bayes_loss": base["bayes"]["loss"],
-            "bayes_official_loss": base["bayes_official"]["loss"],
-            "oracle_loss": base["oracle"]["loss"],
+            **_tree_result(trained),
             "oracle_closed_form": task.oracle_closed_form(),
-            "unigram_loss": base["unigram"]["loss"],
-            "baselines": base,
             "first_step_argmax_all_correct": _first_step(steps, m["parent_argmax_accuracy"] >= 1.0),
             # "leaves the plateau": test loss below the midpoint of ln S and the Bayes loss
             "first_step_loss_halfway_to_bayes": _first_step(steps, m["test_loss"] < (np.log(s) + base["bayes"]["loss"]) / 2),
@@ -255,7 +291,6 @@ def _single_parent(graph_name: str):
                 "parent_argmax_accuracy": m["parent_argmax_accuracy"].mean(0).tolist(),
                 "test_loss": m["test_loss"].mean(0).tolist(),
             },
-            "train_wall_seconds": res.wall_seconds,
         }
 
     return run
@@ -315,29 +350,22 @@ def run_multiparent(config: dict, out: Path, progress: bool = True) -> dict:
     full = [i for i, p in enumerate(inputs) if len(p) == k]
     rows = np.array(full)
     slots = np.array([inputs[i] for i in full])  # [M, k]
-    test = _test_set(task, config)
-    test_loss = _mean_loss_fn(_catformer_ce, test)
-    batch_size = config["batch_size"]
 
-    def metrics(params, step):
+    def slot_attention(params):
         attn = layer1_positional_attention(params)  # [H, T, T]
-        mass = jnp.stack([attn[:, rows, slots[:, j]].mean(-1) for j in range(k)], -1)  # [H, k]
-        return {"slot_attention": mass, "test_loss": test_loss(params)}
+        return {"slot_attention": jnp.stack([attn[:, rows, slots[:, j]].mean(-1) for j in range(k)], -1)}  # [H, k]
 
     init_scale = config["init_scale"]
-    res = _sweep(
+    trained = _train_task(
         config,
         out,
         progress,
-        _catformer_loss,
+        task,
+        _catformer_ce,
         lambda key, hp: catformer_init(key, model, "normal", init_scale),
-        [_stage(config)],
-        lambda key, hp: task.sample(key, batch_size),
-        metrics,
+        slot_attention,
     )
-    m = jax.tree.map(lambda x: np.asarray(x)[0], res.metrics)
-    steps = np.asarray(res.record_steps)
-    base = _baselines(task, test)
+    res, m, steps, base = trained.result, trained.metrics, trained.steps, trained.baselines
     matchings = []
     for r in range(len(res.seeds)):
         params_r = jax.tree.map(lambda x: x[0, r], res.params)
@@ -594,32 +622,13 @@ def run_staged(config: dict, out: Path, progress: bool = True) -> dict:
     def ce(params, tokens, labels):
         return cross_entropy_probs(reduced_probs(params, tokens), labels, eps=eps)
 
-    test = _test_set(task, config)
-    test_loss = _mean_loss_fn(ce, test)
-
-    def metrics(params, step):
-        m = parent_attention_metrics(reduced_layer1_attention(params), dag)
+    def probe(params):
         a2 = params["A2"]
         off = (jnp.sum(a2) - jnp.trace(a2)) / (s * (s - 1))
-        return {**m, "test_loss": test_loss(params), "A2_diag_minus_offdiag": jnp.trace(a2) / s - off}
+        return {**parent_attention_metrics(reduced_layer1_attention(params), dag), "A2_diag_minus_offdiag": jnp.trace(a2) / s - off}
 
-    batch_size = config["batch_size"]
-    res = engine.sweep(
-        loss,
-        params0,
-        stages,
-        engine.FreshSamples(lambda key, hp: task.sample(key, batch_size)),
-        seeds=_seeds(config),
-        metrics=metrics,
-        record_every=config["record_every"],
-        out_dir=out / "run",
-        resume=config["resume"],
-        progress=progress,
-        config=config,
-    )
-    m = jax.tree.map(lambda x: np.asarray(x)[0], res.metrics)
-    steps = np.asarray(res.record_steps)
-    base = _baselines(task, test)
+    trained = _train_task(config, out, progress, task, ce, params0, probe, stages)
+    res, m, steps, base = trained.result, trained.metrics, trained.steps, trained.baselines
     # the same two stages as an exact gradient flow of one fixed batch (time t = η·steps)
     flow_batch = task.sample(jax.random.fold_in(jax.random.key(config["seed"]), 1), config["flow_batch"])
     flow = engine.gradient_flow(
@@ -628,7 +637,7 @@ def run_staged(config: dict, out: Path, progress: bool = True) -> dict:
         flow_batch,
         stages,
         num_saves=61,
-        metrics=lambda p, time: metrics(p, 0),
+        metrics=lambda p, time: trained.record(p),
         rtol=config["flow_rtol"],
         atol=config["flow_atol"],
         max_steps=100_000,
@@ -694,17 +703,10 @@ def run_staged(config: dict, out: Path, progress: bool = True) -> dict:
     return {
         "theory_at_init": theory,
         "graph": dag.tolist(),
-        "seeds": list(res.seeds),
-        "parent_argmax_accuracy": _per_seed(m["parent_argmax_accuracy"][:, -1]),
-        "mean_parent_attention": _per_seed(m["mean_parent_attention"][:, -1]),
+        **_tree_result(trained),
         "stage1_end_test_loss": _per_seed(m["test_loss"][:, end1]),
-        "final_test_loss": _per_seed(m["test_loss"][:, -1]),
         "initial_test_loss": float(m["test_loss"][0, 0]),
         "A2_diag_minus_offdiag": _per_seed(m["A2_diag_minus_offdiag"][:, -1]),
-        "bayes_loss": base["bayes"]["loss"],
-        "oracle_loss": base["oracle"]["loss"],
-        "unigram_loss": base["unigram"]["loss"],
-        "baselines": base,
         "flow": {
             "mean_parent_attention": float(fm["mean_parent_attention"][-1]),
             "parent_argmax_accuracy": float(fm["parent_argmax_accuracy"][-1]),
@@ -712,7 +714,6 @@ def run_staged(config: dict, out: Path, progress: bool = True) -> dict:
             "solver_steps_per_stage": np.asarray(flow.num_steps).tolist(),
         },
         "ood": ood,
-        "train_wall_seconds": res.wall_seconds,
     }
 
 
@@ -779,31 +780,14 @@ def run_mlp(config: dict, out: Path, progress: bool = True) -> dict:
     s, t = task.vocab_size, task.seq_len
     model = MLPTransformer(s, t, config["num_layers"])
     dag = task.graph.dag_array()
-    test = _test_set(task, config)
-    test_loss = _mean_loss_fn(_mlp_ce, test)
-    probe = test.tokens_BxT[: config["attention_batch"]]
-    batch_size = config["batch_size"]
+    probe = _test_set(task, config).tokens_BxT[: config["attention_batch"]]
 
-    def loss(params, batch):
-        return jnp.mean(_mlp_ce(params, batch.tokens_BxT, batch.label_probs_BxS))
-
-    def metrics(params, step):
+    def attention(params):
         attn = mlp_transformer_attention(params, probe)[0].mean(0)  # [T, T], batch average
-        return {**parent_attention_metrics(attn, dag), "test_loss": test_loss(params), "attention": attn}
+        return {**parent_attention_metrics(attn, dag), "attention": attn}
 
-    res = _sweep(
-        config,
-        out,
-        progress,
-        loss,
-        lambda key, hp: mlp_transformer_init(key, model),
-        [_stage(config)],
-        lambda key, hp: task.sample(key, batch_size),
-        metrics,
-    )
-    m = jax.tree.map(lambda x: np.asarray(x)[0], res.metrics)
-    steps = np.asarray(res.record_steps)
-    base = _baselines(task, test)
+    trained = _train_task(config, out, progress, task, _mlp_ce, lambda key, hp: mlp_transformer_init(key, model), attention)
+    m, steps, base = trained.metrics, trained.steps, trained.baselines
     plot_heatmaps(
         out / "fig8_mlp_attention.png",
         [
@@ -823,21 +807,12 @@ def run_mlp(config: dict, out: Path, progress: bool = True) -> dict:
     )
     return {
         "graph": dag.tolist(),
-        "seeds": list(res.seeds),
-        "parent_argmax_accuracy": _per_seed(m["parent_argmax_accuracy"][:, -1]),
-        "mean_parent_attention": _per_seed(m["mean_parent_attention"][:, -1]),
-        "final_test_loss": _per_seed(m["test_loss"][:, -1]),
-        "bayes_loss": base["bayes"]["loss"],
-        "bayes_official_loss": base["bayes_official"]["loss"],
-        "oracle_loss": base["oracle"]["loss"],
-        "unigram_loss": base["unigram"]["loss"],
-        "baselines": base,
+        **_tree_result(trained),
         "trajectory": {
             "steps": steps.tolist(),
             "test_loss": m["test_loss"].mean(0).tolist(),
             "mean_parent_attention": m["mean_parent_attention"].mean(0).tolist(),
         },
-        "train_wall_seconds": res.wall_seconds,
     }
 
 
