@@ -296,12 +296,16 @@ def _single_parent(graph_name: str):
     return run
 
 
+def _fmt(d: dict) -> str:
+    """A per-seed summary from :func:`_per_seed` as 'mean ± sd (n=…)'."""
+    return f"{d['mean']:.3f} ± {d['sd']:.3f} (n={len(d['per_seed'])})"
+
+
 def _tree_summary(metrics: dict) -> list:
-    f = lambda d: f"{d['mean']:.3f} ± {d['sd']:.3f} (n={len(d['per_seed'])})"  # noqa: E731
     return [
-        ("parent argmax accuracy (final)", f(metrics["parent_argmax_accuracy"])),
-        ("mean attention on parent (final)", f(metrics["mean_parent_attention"])),
-        ("final test loss", f(metrics["final_test_loss"])),
+        ("parent argmax accuracy (final)", _fmt(metrics["parent_argmax_accuracy"])),
+        ("mean attention on parent (final)", _fmt(metrics["mean_parent_attention"])),
+        ("final test loss", _fmt(metrics["final_test_loss"])),
         ("Bayes / unigram / oracle loss", f"{metrics['bayes_loss']:.3f} / {metrics['unigram_loss']:.3f} / {metrics['oracle_loss']:.3f}"),
     ]
 
@@ -424,11 +428,10 @@ def run_multiparent(config: dict, out: Path, progress: bool = True) -> dict:
 
 
 def _multi_summary(metrics: dict) -> list:
-    f = lambda d: f"{d['mean']:.3f} ± {d['sd']:.3f} (n={len(d['per_seed'])})"  # noqa: E731
     return [
-        ("nodes whose two heads' argmaxes are exactly their parents", f(metrics["both_parents_recovered"])),
-        ("mean attention of a head on its matched parent", f(metrics["mean_matched_attention"])),
-        ("final test loss", f(metrics["final_test_loss"])),
+        ("nodes whose two heads' argmaxes are exactly their parents", _fmt(metrics["both_parents_recovered"])),
+        ("mean attention of a head on its matched parent", _fmt(metrics["mean_matched_attention"])),
+        ("final test loss", _fmt(metrics["final_test_loss"])),
         ("Bayes / One-NN / unigram loss", f"{metrics['bayes_loss']:.3f} / {metrics['one_nn_loss']:.3f} / {metrics['unigram_loss']:.3f}"),
     ]
 
@@ -718,10 +721,9 @@ def run_staged(config: dict, out: Path, progress: bool = True) -> dict:
 
 
 def _staged_summary(metrics: dict) -> list:
-    f = lambda d: f"{d['mean']:.3f} ± {d['sd']:.3f} (n={len(d['per_seed'])})"  # noqa: E731
     rows = [
-        ("parent argmax accuracy after Algorithm 1", f(metrics["parent_argmax_accuracy"])),
-        ("mean attention on parent", f(metrics["mean_parent_attention"])),
+        ("parent argmax accuracy after Algorithm 1", _fmt(metrics["parent_argmax_accuracy"])),
+        ("mean attention on parent", _fmt(metrics["mean_parent_attention"])),
         ("test loss: init → after stage 1 → final", f"{metrics['initial_test_loss']:.3f} → {metrics['stage1_end_test_loss']['mean']:.3f} → {metrics['final_test_loss']['mean']:.3f}"),
         ("Bayes / unigram loss", f"{metrics['bayes_loss']:.3f} / {metrics['unigram_loss']:.3f}"),
         ("gradient flow: parent attention, final loss", f"{metrics['flow']['mean_parent_attention']:.3f}, {metrics['flow']['final_test_loss']:.3f}"),
