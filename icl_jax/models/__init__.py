@@ -3,6 +3,8 @@
 * :mod:`icl_jax.models.catformer` — Nichani's disentangled transformer (concatenated stream).
 * :mod:`icl_jax.models.reduced` — the reduced (A1, A2) model of Nichani's theory.
 * :mod:`icl_jax.models.mlp_transformer` — the transformer with values and MLPs (Nichani Fig. 8).
+* :mod:`icl_jax.models.induction` — Chen et al.'s copier / selector / classifier (and the
+  Appendix-B full model).
 
 The public surface is what this file lists.
 """
@@ -19,6 +21,19 @@ from icl_jax.models.catformer import (
     catformer_stream as catformer_stream,
     layer1_positional_attention as layer1_positional_attention,
     stream_blocks as stream_blocks,
+)
+from icl_jax.models.induction import (
+    DEFAULT_LOSS_EPS as DEFAULT_LOSS_EPS,
+    InductionModel as InductionModel,
+    copier_attention as copier_attention,
+    copier_features as copier_features,
+    copier_features_dense as copier_features_dense,
+    induction_init as induction_init,
+    induction_loss as induction_loss,
+    induction_per_example_loss as induction_per_example_loss,
+    induction_probs as induction_probs,
+    selector_similarity as selector_similarity,
+    subset_shares as subset_shares,
 )
 from icl_jax.models.mlp_transformer import (
     MLPTransformer as MLPTransformer,
