@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_marginals", "plot_baseline_losses", "plot_heatmaps", "plot_runs"]
+__all__ = ["plot_marginals", "plot_baseline_losses", "plot_heatmaps", "plot_runs", "plot_lines", "plot_bars"]
 
 
 def plot_marginals(path: Path, true_S: np.ndarray, empirical_PxS: np.ndarray, title: str) -> None:
@@ -126,6 +126,70 @@ def plot_runs(
         ax.set_xlabel(xlabel)
         ax.set_ylabel(panel.get("ylabel", ""))
         ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_lines(path: Path, panels: list[dict], title: str = "") -> None:
+    """Panels of labelled curves, side by side.
+
+    Each panel: ``lines`` {label: (x, y)} (solid), optional ``dashed`` {label: (x, y)}
+    (e.g. a theory prediction drawn over the simulation, in the matching colour when the
+    label is shared), ``refs`` {label: y} dashed horizontal lines, ``vlines`` (x positions,
+    e.g. stage boundaries), ``xlabel``, ``ylabel``, ``logx``, ``logy``, ``ylim``,
+    ``title``, ``markers`` (bool).
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        colours = {}
+        marker = "o" if panel.get("markers") else None
+        for i, (label, (x, y)) in enumerate(panel.get("lines", {}).items()):
+            (line,) = ax.plot(np.asarray(x), np.asarray(y), lw=1.6, marker=marker, ms=3, label=label)
+            colours[label] = line.get_color()
+        for label, (x, y) in panel.get("dashed", {}).items():
+            ax.plot(np.asarray(x), np.asarray(y), ls="--", lw=1.2, color=colours.get(label), label=f"{label} (theory)" if label in colours else label)
+        ref_colours = ["tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:gray", "k"]
+        for c, (name, y) in zip(ref_colours, (panel.get("refs") or {}).items()):
+            ax.axhline(y, color=c, ls=":", lw=1.1, label=f"{name} ({y:.3f})")
+        for x in panel.get("vlines", ()):
+            ax.axvline(x, color="k", lw=0.6, alpha=0.5)
+        if panel.get("logx"):
+            ax.set_xscale("log")
+        if panel.get("logy"):
+            ax.set_yscale("log")
+        if panel.get("ylim"):
+            ax.set_ylim(*panel["ylim"])
+        ax.set_xlabel(panel.get("xlabel", "step"))
+        ax.set_ylabel(panel.get("ylabel", ""))
+        ax.set_title(panel.get("title", ""), fontsize=8)
+        ax.legend(fontsize=6, ncol=2 if len(colours) > 6 else 1)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_bars(path: Path, panels: list[dict], title: str = "") -> None:
+    """Panels of bars with ± 2 s.e. error bars; ``highlight`` labels drawn in red.
+
+    Each panel: ``labels``, ``values``, optional ``errors`` (one s.e. each), ``ylabel``,
+    ``title``, ``highlight`` (set of labels)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        labels = list(panel["labels"])
+        vals = np.asarray(panel["values"], np.float64)
+        errs = 2 * np.asarray(panel.get("errors", np.zeros_like(vals)), np.float64)
+        hi = set(panel.get("highlight", ()))
+        colours = ["tab:red" if lab in hi else "tab:gray" for lab in labels]
+        x = np.arange(len(labels))
+        ax.bar(x, vals, yerr=errs, color=colours, ecolor="k", capsize=2)
+        ax.set_xticks(x, labels, fontsize=7, rotation=45)
+        ax.set_ylabel(panel.get("ylabel", ""))
+        ax.set_title(panel.get("title", ""), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -2,6 +2,11 @@
 
 * :mod:`icl_jax.theory.chi2` — χ² inner products, divergences and mutual information of
   discrete joint laws (batched; NaN-free at zero marginals).
+* :mod:`icl_jax.theory.chen` — Chen et al. §6: exact stationary joint laws of n-gram
+  windows, the modified (Ĩ_χ²) and standard (I_χ²) χ² selection criteria over head subsets
+  by vmapped Monte Carlo (S* = argmax Ĩ), the stage-I first-order gradient on c and its
+  replicator solution, the stage-III loss ℓ_∞(a), and the report behind
+  ``icl-jax theory chen-selection``.
 * :mod:`icl_jax.theory.nichani` — Nichani et al. §6: the layer-1 gradient of the reduced
   model at initialisation (first order in β0, exact closed form, autodiff), exact pairwise
   joint laws of tree tasks, the χ² population prediction and its DPI argmax, exact
@@ -16,6 +21,22 @@ from icl_jax.theory.chi2 import (
     chi2_mutual_information as chi2_mutual_information,
     marginals as marginals,
     safe_inverse as safe_inverse,
+    weighted_chi2_mutual_information as weighted_chi2_mutual_information,
+)
+from icl_jax.theory.chen import (
+    asymptotic_loss as asymptotic_loss,
+    asymptotic_loss_monte_carlo as asymptotic_loss_monte_carlo,
+    chen_selection_report as chen_selection_report,
+    chen_subsets as chen_subsets,
+    exact_c_gradient as exact_c_gradient,
+    first_order_c_gradient as first_order_c_gradient,
+    first_order_g as first_order_g,
+    replicator_shares as replicator_shares,
+    selection_monte_carlo as selection_monte_carlo,
+    selector_kernels as selector_kernels,
+    subset_information as subset_information,
+    subset_joint_law as subset_joint_law,
+    window_joint_law as window_joint_law,
 )
 from icl_jax.theory.nichani import (
     MAX_ENUMERATION as MAX_ENUMERATION,
