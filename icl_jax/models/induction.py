@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from icl_jax.losses import cross_entropy_probs, official_double_softmax_ce
+from icl_jax.models.induction_stats import WindowStats, stats_per_example_loss
 
 __all__ = [
     "InductionModel",
@@ -338,26 +339,35 @@ def copier_features_dense(params, tokens_BxL: jax.Array, model: InductionModel) 
 
 
 # ------------------------------------------------------------------ selector + layer 2
-def _head_inner_products(v_BxIxHxd, tokens_BxL, model: InductionModel) -> jax.Array:
-    """``[B, L, H+1]``: column 0 the raw-token inner product ⟨x̃_q, x_l⟩ (= 0: the query
-    slot is the zero token), column h the (ReLU'd) ⟨v_q^{(h)}, v_l^{(h)}⟩."""
-    vq = v_BxIxHxd[:, -1]  # [B, H, d]
-    ip = jnp.einsum("bhd,blhd->blh", vq, v_BxIxHxd[:, :-1])
+def _head_inner_products(v_BxIxHxd, model: InductionModel) -> list:
+    """Per head ``[B, L]`` the (ReLU'd) ⟨v_q^{(h)}, v_l^{(h)}⟩ (elementwise products and a
+    sum over d: a dot_general batched over (b, h) is much slower on CPU)."""
+    vq = v_BxIxHxd[:, -1:]  # [B, 1, H, d]
+    ip = jnp.sum(vq * v_BxIxHxd[:, :-1], axis=-1)  # [B, L, H]
     if model.relu:
         ip = jax.nn.relu(ip)
-    return jnp.concatenate([jnp.zeros_like(ip[..., :1]), ip], axis=-1)
+    return [ip[..., h] for h in range(model.num_heads)]
+
+
+def subset_kernel_sum(ip_per_head: list, c, model: InductionModel) -> jax.Array:
+    """Σ_S c_S² Π_{h∈S} ip_h / Σ_S c_S² for per-head inner products of any shape. Subsets
+    with the raw-token component contribute 0 (its query value is the zero token) but stay
+    in the normaliser. Products are exact, not exp(Σ log(ip + 1e−24))."""
+    c2 = jnp.square(c)
+    total = jnp.zeros_like(ip_per_head[0])
+    for s, subset in enumerate(model.subsets()):
+        if 0 in subset:
+            continue
+        term = jnp.ones_like(ip_per_head[0])
+        for h in subset:
+            term = term * ip_per_head[h - 1]
+        total = total + c2[s] * term
+    return total / jnp.sum(c2)
 
 
 def selector_similarity(params, v_BxIxHxd, tokens_BxL, model: InductionModel) -> jax.Array:
-    """sim(q, l) = Σ_S c_S² Π_{h∈S} ⟨v_q^h, v_l^h⟩₊ / Σ_S c_S², ``[B, L]`` (spec §3.2).
-
-    The product is exact (``where(h ∈ S, ip_h, 1)``); the official code's
-    exp(Σ log(ip + 1e−24)) is not used."""
-    ip = _head_inner_products(v_BxIxHxd, tokens_BxL, model)  # [B, L, H+1]
-    member = jnp.asarray(model.subset_mask() > 0)  # [n_S, H+1]
-    kernel = jnp.prod(jnp.where(member[None, None], ip[:, :, None, :], 1.0), axis=-1)  # [B, L, n_S]
-    c2 = jnp.square(params["C"])
-    return kernel @ c2 / jnp.sum(c2)
+    """sim(q, l) = Σ_S c_S² Π_{h∈S} ⟨v_q^h, v_l^h⟩₊ / Σ_S c_S², ``[B, L]`` (spec §3.2)."""
+    return subset_kernel_sum(_head_inner_products(v_BxIxHxd, model), params["C"], model)
 
 
 def subset_shares(params) -> jax.Array:
@@ -387,7 +397,9 @@ def induction_per_example_loss(
     labels: str = "hard",
     eps: float = DEFAULT_LOSS_EPS,
 ) -> jax.Array:
-    """Per-sequence loss ``[B]`` of ``batch`` (a :class:`~icl_jax.tasks.sampling.Batch`).
+    """Per-sequence loss ``[B]`` of ``batch``: a :class:`~icl_jax.tasks.sampling.Batch`, or
+    the :class:`~icl_jax.models.induction_stats.WindowStats` of one (same value, much
+    faster for the simplified model).
 
     Args:
       loss: ``"prob_ce"`` (default, the theory's cross-entropy of the output distribution,
@@ -403,6 +415,8 @@ def induction_per_example_loss(
         raise ValueError(f"labels must be 'hard' or 'soft' (got {labels!r})")
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0 (got {eps!r})")
+    if isinstance(batch, WindowStats):
+        return stats_per_example_loss(params, batch, model, loss=loss, labels=labels, eps=eps)
     probs = induction_probs(params, batch.tokens_BxT, model)
     d = model.vocab_size
     y = jax.nn.one_hot(batch.label_B, d, dtype=probs.dtype) if labels == "hard" else batch.label_probs_BxS
