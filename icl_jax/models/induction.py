@@ -250,7 +250,8 @@ def _normalise(u_BxIxHxd, params, model: InductionModel) -> jax.Array:
         return u_BxIxHxd / (jnp.linalg.norm(u_BxIxHxd, axis=-1, keepdims=True) + model.norm_eps)
     mean = jnp.mean(u_BxIxHxd, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(u_BxIxHxd - mean), axis=-1, keepdims=True)
-    return (u_BxIxHxd - mean) * jax.lax.rsqrt(var + model.ln_eps) * params["ln_scale"] + params["ln_bias"]
+    scale, bias = params["ln_scale"][None, None, None, :], params["ln_bias"][None, None, None, :]
+    return (u_BxIxHxd - mean) * jax.lax.rsqrt(var + model.ln_eps) * scale + bias
 
 
 def _masked_softmax(logits, valid, axis):
