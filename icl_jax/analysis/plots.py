@@ -150,7 +150,8 @@ def plot_lines(path: Path, panels: list[dict], title: str = "") -> None:
             (line,) = ax.plot(np.asarray(x), np.asarray(y), lw=1.6, marker=marker, ms=3, label=label)
             colours[label] = line.get_color()
         for label, (x, y) in panel.get("dashed", {}).items():
-            ax.plot(np.asarray(x), np.asarray(y), ls="--", lw=1.2, color=colours.get(label), label=f"{label} (theory)" if label in colours else label)
+            tag = panel.get("dashed_tag", "theory")
+            ax.plot(np.asarray(x), np.asarray(y), ls="--", lw=1.2, color=colours.get(label), label=f"{label} ({tag})" if label in colours else label)
         ref_colours = ["tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:gray", "k"]
         for c, (name, y) in zip(ref_colours, (panel.get("refs") or {}).items()):
             ax.axhline(y, color=c, ls=":", lw=1.1, label=f"{name} ({y:.3f})")

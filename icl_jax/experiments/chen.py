@@ -414,17 +414,18 @@ def theory_overlay(config, out: Path, name: str, task, model, result: dict, m, s
         metrics=lambda p, t: subset_shares(p),
     )
     sim = np.asarray(m["shares"])[0][in_c]
-    show = [i for i, lab in enumerate(labels) if lab == sel_label or np.max(sim[:, i]) > 0.05 or np.max(predicted[:, i]) > 0.05]
+    grew = lambda traj, i: traj[-1, i] > 0.05 or np.max(traj[1:, i]) > traj[0, i] + 0.01  # noqa: E731
+    show = [i for i, lab in enumerate(labels) if lab == sel_label or grew(sim, i) or grew(predicted, i)]
     plot_lines(
         out / f"{name}_replicator.png",
-        [{"lines": {f"{labels[i]} GD": (t_sim, sim[:, i]) for i in show},
-          "dashed": {f"{labels[i]} GD": (t_sim, predicted[:, i]) for i in show},
+        [{"lines": {labels[i]: (t_sim, sim[:, i]) for i in show},
+          "dashed": {labels[i]: (t_sim, predicted[:, i]) for i in show}, "dashed_tag": "replicator",
           "xlabel": "flow time t = lr × step", "ylabel": "share c_S² / Σc²", "ylim": (-0.02, 1.02),
           "title": "stage I: GD (solid) vs replicator prediction from first-order G_S (dashed)"},
-         {"lines": {f"{labels[i]} flow": (flow.ts, np.asarray(flow.metrics)[:, i]) for i in show}
-                   | {f"{labels[i]} GD": (t_sim, sim[:, i]) for i in show},
+         {"lines": {labels[i]: (flow.ts, np.asarray(flow.metrics)[:, i]) for i in show},
+          "dashed": {labels[i]: (t_sim, sim[:, i]) for i in show}, "dashed_tag": "GD",
           "xlabel": "flow time t", "ylabel": "share", "ylim": (-0.02, 1.02),
-          "title": f"exact gradient flow (diffrax, {config['flow_size']} seqs) vs GD"}],
+          "title": f"exact gradient flow (solid; diffrax, {config['flow_size']} seqs) vs GD (dashed)"}],
         title="Chen stage I: selector shares, simulation vs theory (seed 0)",
     )
     t_half = lambda traj, t: float(t[np.argmax(traj >= 0.5)]) if np.any(traj >= 0.5) else None  # noqa: E731
