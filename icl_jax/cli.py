@@ -193,6 +193,36 @@ def cmd_theory_nichani_gradient(args) -> int:
     return 0
 
 
+def cmd_theory_chen_selection(args) -> int:
+    from icl_jax.theory.chen import chen_selection_report
+
+    report = chen_selection_report(
+        args.vocab_size, args.parents, args.heads, args.max_degree, args.alpha, draws=args.draws, seed=args.seed
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    cfg = report["config"]
+    print(
+        f"Chen selection: d={cfg['vocab_size']}, parents {tuple(cfg['parent_offsets'])}, H={cfg['num_heads']}, "
+        f"D={cfg['max_degree']}, alpha={cfg['alpha']:g}, draws={cfg['draws']}, seed={cfg['seed']} (head h copies offset h)"
+    )
+    print(f"{'offsets':<12}{'heads':>6}{'mod. chi2':>11}{'s.e.':>9}{'chi2':>9}{'s.e.':>9}{'H(X0|X_-S)':>12}{'wins':>7}")
+    for row in report["subsets"]:
+        name = "{" + ",".join(map(str, row["offsets"])) + "}"
+        mark = "  <- S*" if row["offsets"] == report["selected"] else ""
+        print(
+            f"{name:<12}{row['label']:>6}{row['modified_chi2']:>11.4f}{row['modified_chi2_se']:>9.4f}{row['chi2']:>9.4f}"
+            f"{row['chi2_se']:>9.4f}{row['conditional_entropy']:>12.4f}{row['win_fraction']:>7.3f}{mark}"
+        )
+    sel = "{" + ",".join(map(str, report["selected"])) + "}"
+    print(f"selected S* = argmax modified chi2 = {sel} ({report['selected_label']}); gap to runner-up "
+          f"{report['gap']:.4f} +- {report['gap_se']:.4f}")
+    ties = ", ".join("{" + ",".join(map(str, s)) + "}" for s in report["chi2_maximisers"])
+    print(f"argmax of the standard chi2: {ties}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="icl-jax", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -253,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     ng.add_argument("--plot", type=Path, default=None, help="also write the comparison figure here")
     ng.add_argument("--json", action="store_true")
     ng.set_defaults(func=cmd_theory_nichani_gradient)
+    cs = theory.add_parser(
+        "chen-selection",
+        help="Chen §6.2: modified and standard chi2 MI of every head subset, S* = argmax modified chi2",
+    )
+    cs.add_argument("--vocab-size", type=int, default=3)
+    cs.add_argument("--parents", type=_int_list, default=[1, 2], help="parent offsets, e.g. 1,2")
+    cs.add_argument("--heads", type=int, default=3, help="H (head h copies offset h)")
+    cs.add_argument("--max-degree", type=int, default=2, help="D, the largest subset size")
+    cs.add_argument("--alpha", type=float, default=0.1)
+    cs.add_argument("--draws", type=int, default=4096, help="kernels pi for the Monte Carlo over the prior")
+    cs.add_argument("--seed", type=int, default=0)
+    cs.add_argument("--json", action="store_true")
+    cs.set_defaults(func=cmd_theory_chen_selection)
     return p
 
 

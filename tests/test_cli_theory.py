@@ -61,3 +61,48 @@ def test_theory_needs_a_subcommand(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["theory"])
     assert exc.value.code == 2
+
+
+CHEN = ["theory", "chen-selection", "--vocab-size", "3", "--parents", "1,2", "--heads", "3", "--alpha", "0.1",
+        "--draws", "256", "--seed", "1"]
+
+
+def test_chen_selection_json_and_text(capsys):
+    assert main([*CHEN, "--max-degree", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["selected"] == [1, 2] and out["selected_label"] == "110"
+    assert [s["offsets"] for s in out["subsets"]] == [[], [3], [2], [2, 3], [1], [1, 3], [1, 2]]
+    assert [s["label"] for s in out["subsets"]] == ["000", "001", "010", "011", "100", "101", "110"]
+    empty, best = out["subsets"][0], out["subsets"][-1]
+    assert empty["modified_chi2"] == 0.0 and empty["chi2"] == 0.0
+    for s in out["subsets"][1:]:
+        assert 0 < s["modified_chi2_se"] < s["modified_chi2"] < s["chi2"] and 0 < s["chi2_se"]
+        assert s["conditional_entropy"] > best["conditional_entropy"] - 1e-12
+    assert out["gap"] > 3 * out["gap_se"] > 0 and out["config"]["draws"] == 256
+    assert sum(s["win_fraction"] for s in out["subsets"]) == pytest.approx(1.0)
+
+    assert main([*CHEN, "--max-degree", "3"]) == 0  # text; same kernels, D = 3 adds {1,2,3}
+    text = capsys.readouterr().out
+    assert "{1,2,3}" in text and "<- S*" in text and "= {1,2} (110)" in text
+    assert "argmax of the standard chi2: {1,2}, {1,2,3}" in text  # the I_chi2 tie
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--vocab-size", "1"], "vocab_size must be an integer >= 2"),
+        (["--alpha", "0"], "alpha must be a finite scalar > 0"),
+        (["--alpha", "nan"], "alpha must be a finite scalar > 0"),
+        (["--max-degree", "4"], "max_degree must be an integer in [0, num_heads=3]"),
+        (["--heads", "0"], "num_heads must be an integer >= 1"),
+        (["--parents", "0,1"], "parent_offsets must be distinct integers >= 1"),
+        (["--draws", "1"], "draws must be an integer >= 2"),
+        (["--vocab-size", "9", "--parents", "1,3"], "at most 256 are supported"),
+    ],
+)
+def test_chen_selection_errors(capsys, extra, message):
+    with pytest.raises(SystemExit) as exc:
+        main([*CHEN, *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("icl-jax: error: ") and message in err and err.count("\n") == 1

@@ -32,3 +32,12 @@ def test_readme_nichani_example(capsys):
     loss, recovery = map(float, _run(BLOCKS[2], capsys))
     assert abs(loss - math.log(5)) < 1e-5  # zero init: uniform output
     assert recovery == 1.0  # the first-order gradient points every non-root row at its parent
+
+
+def test_readme_chen_example(capsys):
+    lines = _run(BLOCKS[3], capsys)
+    prob_ce, official = map(float, lines[0].split())
+    # at a = 0.01 the output is ≈ the in-context unigram (true CE ≈ 0.7 at α = 0.1); the
+    # official metric is bounded below by log(e + 2) − 1 for d = 3
+    assert 0.6 < prob_ce < 0.8 and math.log(math.e + 2) - 1 < official < math.log(3)
+    assert float(lines[1]) < 1e-5  # hard parameters reproduce the GIH closed form

@@ -516,7 +516,8 @@ _register(
     "Chen Appendix-B full model, joint SGD",
     {"full_model": True, "w_plus": 1.0, "w_minus": 0.01, "stage_groups": ["all"], "stage_steps": [10000],
      "stage_lrs": [1e-3], "record_every": 20},
-    {**_QUICK, "stage_steps": [1500], "stage_lrs": [1e-2]},
+    # position-wise forward (content-dependent layer 1): the quick run is smaller
+    {**_QUICK, "num_train": 1000, "test_size": 1000, "seeds": 1, "record_every": 10, "stage_steps": [400], "stage_lrs": [1e-2]},
 )
 _register(
     "chen-bigram",

@@ -117,15 +117,17 @@ def _check_sizes(vocab_size: int, offsets: tuple[int, ...], window: int) -> None
         )
 
 
-def _check_subsets(subsets, window: int) -> tuple[tuple[int, ...], ...]:
+def _check_subsets(subsets, window: int | None = None) -> tuple[tuple[int, ...], ...]:
+    """Subsets as sorted offset tuples; offsets distinct, >= 1 and (if given) <= window."""
     out = []
     for s in subsets:
         try:
             s = tuple(sorted(int(o) for o in s))
         except (TypeError, ValueError):
             raise ValueError(f"subsets must be sequences of integer offsets (got {s!r})") from None
-        if len(set(s)) != len(s) or any(o < 1 or o > window for o in s):
-            raise ValueError(f"subsets: offsets must be distinct integers in [1, window={window}] (got {s})")
+        if len(set(s)) != len(s) or any(o < 1 or (window is not None and o > window) for o in s):
+            bound = "" if window is None else f", at most window={window}"
+            raise ValueError(f"subsets: offsets must be distinct integers >= 1{bound} (got {s})")
         out.append(s)
     if not out:
         raise ValueError("subsets must name at least one subset (the empty subset is ())")
@@ -229,30 +231,35 @@ def _conditional_entropy(p_ExZ):
     return -jnp.sum(xlogy(p_ExZ, p_ExZ), axis=(-2, -1)) + jnp.sum(xlogy(pz, pz), axis=-1)
 
 
-def _subset_projections(d: int, window: int, subsets) -> np.ndarray:
-    """0/1 maps ``[n_S, d^W, d^W]`` from the full context z = (x_{i−1}, …, x_{i−W}) (base d,
-    offset 1 most significant) to z_S (base d, smallest offset most significant; columns
-    beyond d^|S| stay empty). Subsets enter the compiled statistics as data, so one
-    compile serves every subset list of the same length."""
+def _subset_index(d: int, window: int, subsets) -> np.ndarray:
+    """``int[n_S, d^W]``: index of z_S (base d, smallest offset most significant) for every
+    full context z = (x_{i−1}, …, x_{i−W}) (base d, offset 1 most significant). Subsets
+    enter the compiled statistics as data, so one compile serves every subset list of the
+    same length."""
     digits = np.array(np.unravel_index(np.arange(d**window), (d,) * window)).T  # [d^W, W]
-    proj = np.zeros((len(subsets), d**window, d**window))
+    idx = np.zeros((len(subsets), d**window), np.int32)
     for i, s in enumerate(subsets):
-        idx = digits[:, [o - 1 for o in s]] @ (d ** np.arange(len(s) - 1, -1, -1)) if s else np.zeros(d**window, int)
-        proj[i, np.arange(d**window), idx] = 1.0
-    return proj
+        if s:
+            idx[i] = digits[:, [o - 1 for o in s]] @ (d ** np.arange(len(s) - 1, -1, -1))
+    return idx
 
 
-def _project(joint, proj_SxZxZ):
-    """μ(e, z_S) for every subset, ``[M, n_S, d, d^W]`` (zero-padded columns)."""
+def _project(joint, idx_SxZ):
+    """μ(e, z_S) for every subset, ``[M, n_S, d, d^W]`` (columns beyond d^|S| stay 0): one
+    segment sum of the window law over z ↦ z_S, O(M·n_S·d^(W+1)) memory."""
     m, d = joint.shape[0], joint.shape[1]
-    flat = joint.reshape(m, d, -1)
-    return jnp.einsum("mez,szk->msek", flat, proj_SxZxZ.astype(flat.dtype))
+    n_s, n_z = idx_SxZ.shape
+    flat = jnp.moveaxis(joint.reshape(m, d, n_z), -1, 0)  # [Z, M, d]
+    data = jnp.broadcast_to(flat[None], (n_s, n_z, m, d)).reshape(n_s * n_z, m, d)
+    seg = (jnp.arange(n_s, dtype=idx_SxZ.dtype)[:, None] * n_z + idx_SxZ).reshape(-1)
+    out = jax.ops.segment_sum(data, seg, num_segments=n_s * n_z)  # [(S, Z'), M, d]
+    return jnp.transpose(out.reshape(n_s, n_z, m, d), (2, 0, 3, 1))
 
 
 @jax.jit
-def _stats_from_joint(joint, proj_SxZxZ, empty_S):
+def _stats_from_joint(joint, idx_SxZ, empty_S):
     """Per-kernel Ĩ, I and H(X_0|Z_S) ``[M, n_S]`` from window laws ``[M] + [d]*(W+1)``."""
-    p = _project(joint, proj_SxZxZ)
+    p = _project(joint, idx_SxZ)
     zero = jnp.zeros((), p.dtype)
     return {
         "modified_chi2": jnp.where(empty_S, zero, weighted_chi2_mutual_information(p, power=2)),
@@ -263,9 +270,9 @@ def _stats_from_joint(joint, proj_SxZxZ, empty_S):
 
 def _subset_stats(kernel_MxRxS, d, offsets, subsets, window):
     """Ĩ, I (exactly 0 for ∅: the formula gives Σ μ(e) − 1, i.e. rounding) and H(X_0|Z_S)."""
-    proj = jnp.asarray(_subset_projections(d, window, subsets), kernel_MxRxS.dtype)
+    idx = jnp.asarray(_subset_index(d, window, subsets))
     empty = jnp.asarray([not s for s in subsets])
-    return _stats_from_joint(_window_joint(kernel_MxRxS, d, offsets, window), proj, empty)
+    return _stats_from_joint(_window_joint(kernel_MxRxS, d, offsets, window), idx, empty)
 
 
 def subset_information(
@@ -288,7 +295,7 @@ def subset_information(
     """
     d = _check_int("vocab_size", vocab_size, 2)
     offsets = ngram_offsets(parent_offsets)
-    subsets = _check_subsets(subsets, MAX_JOINT_CELLS)
+    subsets = _check_subsets(subsets)
     window = max([1] + [max(s) for s in subsets if s])
     _check_sizes(d, offsets, window)
     kernel = jnp.asarray(kernel_BxRxS)
@@ -311,11 +318,21 @@ def _draw_kernels(key, draws, alpha, d: int, rows: int, kernels):
     return kernels / jnp.sum(kernels, axis=-1, keepdims=True)  # exact rows in this dtype
 
 
-def _chunked(fn, kernels, chunk: int):
+_CHUNK_FLOATS = 1 << 24
+"""Working-set budget (floats) of one compiled Monte-Carlo call; caps ``chunk``."""
+
+
+def _per_draw_floats(d: int, offsets: tuple[int, ...], window: int, n_subsets: int) -> int:
+    """Largest arrays per kernel: the window chain [d^K, d^K] and n_S + 2 tables of d^(W+1)."""
+    return d ** (2 * max(offsets)) + (n_subsets + 2) * d ** (max(window, max(offsets)) + 1)
+
+
+def _chunked(fn, kernels, chunk: int, per_draw: int = 1):
     """Apply ``fn`` (a pytree of ``[m, ...]`` per-draw values) to equal-sized padded chunks
-    (one compile) and return the per-draw values as float64 numpy arrays, padding dropped."""
+    (one compile) and return the per-draw values as float64 numpy arrays, padding dropped.
+    ``chunk`` is capped so that a chunk holds at most ``_CHUNK_FLOATS`` floats."""
     m = kernels.shape[0]
-    chunk = max(1, min(_check_int("chunk", chunk, 1), m))
+    chunk = max(1, min(_check_int("chunk", chunk, 1), m, _CHUNK_FLOATS // per_draw))
     pad = -m % chunk
     if pad:
         kernels = jnp.concatenate([kernels, jnp.broadcast_to(kernels[:1], (pad,) + kernels.shape[1:])])
@@ -350,7 +367,7 @@ def selection_monte_carlo(
       key, draws: draw ``draws`` kernels with the project's Dirichlet sampler in the
         default float dtype (enable x64 for accuracy at small α), or
       kernels: ``[M, d^n, d]`` kernels already drawn from the prior.
-      chunk: kernels per compiled call (memory only).
+      chunk: kernels per compiled call (memory only; capped by a 2^24-float working set).
 
     Returns:
       dict of float64 numpy values: ``subsets`` (offset tuples, official order),
@@ -366,7 +383,8 @@ def selection_monte_carlo(
     _check_sizes(d, offsets, window)
     kernels = _draw_kernels(key, draws, alpha, d, d ** len(offsets), kernels)
     sub_window = max([1] + [max(s) for s in subsets if s])
-    per = _chunked(lambda k: _subset_stats(k, d, offsets, subsets, sub_window), kernels, chunk)
+    per_draw = _per_draw_floats(d, offsets, sub_window, len(subsets))
+    per = _chunked(lambda k: _subset_stats(k, d, offsets, subsets, sub_window), kernels, chunk, per_draw)
     out = {"subsets": subsets, "labels": _labels(subsets, num_heads), "draws": int(kernels.shape[0])}
     for name, v in per.items():
         out[name], out[name + "_se"] = _mean_se(v)
@@ -420,7 +438,7 @@ def replicator_shares(
     if p0.shape != g.shape or g.ndim != 1:
         raise ValueError(f"g_S and the initial shares must have the same shape [n_subsets] (got {g.shape}, {p0.shape})")
     kappa = 4.0 * jnp.asarray(a, g.dtype) / jnp.asarray(c_norm2, g.dtype)
-    t = jnp.asarray(times_T, g.dtype)
+    t = jnp.atleast_1d(jnp.asarray(times_T, g.dtype))
     logits = jnp.where(p0 > 0, jnp.log(jnp.where(p0 > 0, p0, 1.0)), -jnp.inf)[None, :] + kappa * t[..., None] * g[None, :]
     return jax.nn.softmax(logits, axis=-1)
 
@@ -442,14 +460,19 @@ def _check_eps(eps):
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
-def _first_order_g(params, tokens, label, model, eps):
+def _g_terms(params, tokens, label, model, eps, a):
+    """g_S = mean_b Σ_l σ_l(1[x_l=y] − ŷ_y)K_S(l)/(ŷ_y + ε) with σ = softmax(a·sim): the exact
+    coefficient at scale a, and at a = 0 (σ = 1/L, ŷ_y = N(y)/L) exactly the first-order G_S.
+    A sequence with ŷ_y + ε = 0 (ε = 0, target absent) contributes 0 (its numerator is 0)."""
+    v = copier_features(params, tokens, model)
+    sim = selector_similarity(params, v, tokens, model)
+    sigma = jax.nn.softmax(a * sim, axis=-1)  # [B, L]
     kern = selector_kernels(params, tokens, model)  # [B, L, n_S]
-    length = tokens.shape[1]
-    hit = (tokens == label[:, None]).astype(kern.dtype)  # [B, L]
-    n_y = jnp.sum(hit, axis=1)
-    num = jnp.einsum("bl,bls->bs", hit, kern) - (n_y / length)[:, None] * jnp.sum(kern, axis=1)
-    den = (n_y + length * eps)[:, None]  # 0 only when ε = 0 and N(y) = 0, where num = 0 too
-    return jnp.mean(jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0), axis=0)
+    hit = (tokens == label[:, None]).astype(sigma.dtype)
+    y_hat = jnp.sum(sigma * hit, axis=1)  # ŷ_y
+    den = (y_hat + eps)[:, None]
+    w = jnp.where(den > 0, sigma * (hit - y_hat[:, None]) / jnp.where(den > 0, den, 1.0), 0.0)
+    return jnp.mean(jnp.einsum("bl,bls->bs", w, kern), axis=0)
 
 
 def first_order_g(params, batch, model: InductionModel, *, eps: float = DEFAULT_LOSS_EPS) -> jax.Array:
@@ -461,9 +484,11 @@ def first_order_g(params, batch, model: InductionModel, *, eps: float = DEFAULT_
     the hard label y = ``batch.label_B``; ε is the floor of ``induction_loss`` (the exact
     a → 0 limit of its hard-label gradient; ε = 0 is the spec's Σ 1[x_l=y]K_S/N(y) − ΣK_S/L
     with 0 for sequences whose target never occurs). With exact copiers and L → ∞ it
-    tends to Ĩ_χ²(S) (positive finite-L bias)."""
+    tends to Ĩ_χ²(S) (positive finite-L bias). Evaluated as the exact coefficient g_S of
+    :func:`exact_c_gradient` at a = 0, where it reduces to this formula."""
     _check_eps(eps)
-    return _first_order_g(params, jnp.asarray(batch.tokens_BxT), jnp.asarray(batch.label_B), model, eps)
+    zero = jnp.zeros((), params["C"].dtype)
+    return _g_terms(params, jnp.asarray(batch.tokens_BxT), jnp.asarray(batch.label_B), model, eps, zero)
 
 
 def _centred_c_gradient(params, g_S):
@@ -481,29 +506,18 @@ def first_order_c_gradient(params, batch, model: InductionModel, *, eps: float =
     return _centred_c_gradient(params, first_order_g(params, batch, model, eps=eps))
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _exact_g(params, tokens, label, model, eps):
-    v = copier_features(params, tokens, model)
-    sim = selector_similarity(params, v, tokens, model)
-    sigma = jax.nn.softmax(params["a"] * sim, axis=-1)  # [B, L]
-    kern = selector_kernels(params, tokens, model)
-    hit = (tokens == label[:, None]).astype(sigma.dtype)
-    y_hat = jnp.sum(sigma * hit, axis=1)  # ŷ_y
-    w = sigma * (hit - y_hat[:, None]) / (y_hat + eps)[:, None]
-    return jnp.mean(jnp.einsum("bl,bls->bs", w, kern), axis=0)
-
-
 def exact_c_gradient(params, batch, model: InductionModel, *, eps: float = DEFAULT_LOSS_EPS) -> jax.Array:
     r"""Closed-form ∂ℓ/∂c at any a (module docstring): −a(2c_S/‖c‖²)(g_S − Σ p g) with
     g_S = mean_b Σ_l σ_l(1[x_l=y] − ŷ_y)K_S(l)/(ŷ_y + ε). Equals ``jax.grad`` of the hard-label
     ``prob_ce`` loss to rounding error; used to check the derivation of
     :func:`first_order_c_gradient`."""
     _check_eps(eps)
-    g = _exact_g(params, jnp.asarray(batch.tokens_BxT), jnp.asarray(batch.label_B), model, eps)
+    g = _g_terms(params, jnp.asarray(batch.tokens_BxT), jnp.asarray(batch.label_B), model, eps, params["a"])
     return _centred_c_gradient(params, g)
 
 
 # ------------------------------------------------------------------ stage III: ℓ_∞(a)
+@jax.jit
 def asymptotic_loss(joint_ExZ: jax.Array, a_A: jax.Array) -> jax.Array:
     r"""ℓ_∞(a) = −Σ_{e,z} μ(e,z) log ŷ_a(e|z) for joint laws ``[..., d, Z]`` and a grid
     ``[A]`` of a (spec §6.5), ``[..., A]``; a = ∞ gives H(X_0 | Z).
@@ -511,7 +525,10 @@ def asymptotic_loss(joint_ExZ: jax.Array, a_A: jax.Array) -> jax.Array:
     ŷ_a(e|z) = [e^a μ(e,z) + μ(e) − μ(e,z)]/[e^a μ(z) + 1 − μ(z)], evaluated as
     [μ(e,z) + e^{−a}(μ(e) − μ(e,z))]/[μ(z) + e^{−a}(1 − μ(z))] (no overflow at large a)."""
     p = jnp.asarray(joint_ExZ)[..., None, :, :]  # [..., 1, d, Z]
-    r = jnp.exp(-jnp.asarray(a_A, p.dtype))[:, None, None]  # [A, 1, 1]
+    a = jnp.asarray(a_A, p.dtype)
+    if a.ndim != 1:
+        raise ValueError(f"a_A must be a 1-D grid (got shape {a.shape})")
+    r = jnp.exp(-a).reshape((1,) * (p.ndim - 3) + (-1, 1, 1))  # [..., A, 1, 1]
     pe = jnp.sum(p, axis=-1, keepdims=True)
     pz = jnp.sum(p, axis=-2, keepdims=True)
     num = p + r * jnp.maximum(pe - p, 0.0)
@@ -521,14 +538,14 @@ def asymptotic_loss(joint_ExZ: jax.Array, a_A: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def _asymptotic_from_joint(joint, proj_1xZxZ, a_A):
-    p = _project(joint, proj_1xZxZ)[:, 0]
+def _asymptotic_from_joint(joint, idx_1xZ, a_A):
+    p = _project(joint, idx_1xZ)[:, 0]
     return {"loss": asymptotic_loss(p, a_A), "limit": _conditional_entropy(p)}
 
 
 def _asymptotic_stats(kernel_MxRxS, d, offsets, subset, window, a_A):
-    proj = jnp.asarray(_subset_projections(d, window, [subset]), kernel_MxRxS.dtype)
-    return _asymptotic_from_joint(_window_joint(kernel_MxRxS, d, offsets, window), proj, a_A)
+    idx = jnp.asarray(_subset_index(d, window, [subset]))
+    return _asymptotic_from_joint(_window_joint(kernel_MxRxS, d, offsets, window), idx, a_A)
 
 
 def asymptotic_loss_monte_carlo(
@@ -557,12 +574,13 @@ def asymptotic_loss_monte_carlo(
         raise ValueError(f"a_A must be a 1-D grid of values >= 0 (inf allowed) (got {a_A!r})") from None
     if a.ndim != 1 or a.size == 0 or np.any(np.isnan(a) | (a < 0)):
         raise ValueError(f"a_A must be a 1-D grid of values >= 0 (inf allowed) (got {a_A!r})")
-    (subset,) = _check_subsets([subset], MAX_JOINT_CELLS)
+    (subset,) = _check_subsets([subset])
     window = max([1] + list(subset))
     _check_sizes(d, offsets, window)
     kernels = _draw_kernels(key, draws, alpha, d, d ** len(offsets), kernels)
     a_dev = jnp.asarray(a, kernels.dtype)
-    per = _chunked(lambda k: _asymptotic_stats(k, d, offsets, subset, window, a_dev), kernels, chunk)
+    per_draw = _per_draw_floats(d, offsets, window, len(a) + 1)
+    per = _chunked(lambda k: _asymptotic_stats(k, d, offsets, subset, window, a_dev), kernels, chunk, per_draw)
     out = {"a": a}
     for name, v in per.items():
         out[name], out[name + "_se"] = _mean_se(v)

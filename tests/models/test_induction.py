@@ -1,0 +1,548 @@
+"""Chen et al.'s copier / selector / classifier model (Chen spec §3, §4, §6.1, §9, §11).
+
+Banded vs dense copier (values and gradients), exact shift as w_+ → ∞ (§11.1), selector
+kernel vs explicit Kronecker features (§11.2), the generalised induction head (§6.1,
+§11.3), loss bounds and ε floor (§4, §11.8), init / subsets, config validation, vmap and
+jit (§11.11). float64 throughout, except where float32 itself is the point (the GIH
+reference is float32).
+
+Compiles dominate the runtime on CPU, so each test runs one jitted program (several
+configurations inside it) and eager calls are kept to small shapes."""
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import icl_jax
+from icl_jax.models.induction import (
+    DEFAULT_LOSS_EPS,
+    LOSSES,
+    InductionModel,
+    copier_attention,
+    copier_features,
+    copier_features_dense,
+    induction_init,
+    induction_loss,
+    induction_per_example_loss,
+    induction_probs,
+    selector_similarity,
+    subset_shares,
+)
+
+F64 = jnp.float64
+RNG = np.random.default_rng
+NORM_EPS = 1e-7  # the model's default unit-norm ε (official SimplifiedLayerNorm)
+B, L = 16, 24  # the n-gram batch slice shared by the GIH, a = 0 and vmap tests
+OFFICIAL = InductionModel(3, 3, 2, window="official")
+
+# XLA's backend optimisation level 0 halves the CPU compile time of these small programs
+# (compiles are nearly all of this file's runtime); the float semantics are unchanged.
+_FAST = {"xla_backend_optimization_level": 0}
+
+
+def _jit(fn=None, **kw):
+    return jax.jit(fn, compiler_options=_FAST, **kw) if fn is not None else lambda f: _jit(f, **kw)
+
+
+_probs = _jit(induction_probs, static_argnames="model")  # one compile per (model, shapes)
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(scope="module")
+def ngram_batch():
+    """d = 3, L = 24, parents {1, 2}, 1024 sequences: one compiled sample for the module."""
+    return icl_jax.NGramTask(3, L, parent_offsets=(1, 2)).sample(jax.random.key(0), 1024)
+
+
+@pytest.fixture(scope="module")
+def small_batch(ngram_batch):
+    return icl_jax.Batch(ngram_batch.tokens_BxT[:B], ngram_batch.label_probs_BxS[:B], ngram_batch.label_B[:B])
+
+
+def _tokens(seed, b, length, d):
+    return jnp.asarray(RNG(seed).integers(0, d, (b, length)).astype(np.int32))
+
+
+def _perturbed(model, seed, scale=1.0):
+    """Official init plus N(0, scale²) noise on every leaf (float64), a shifted to ≈ 2: the
+    full model's Q/K/OV/LN move far enough from proj_init·I that content logits matter."""
+    params = induction_init(model, dtype=F64)
+    rng = RNG(seed)
+    out = {k: v + scale * jnp.asarray(rng.standard_normal(v.shape)) for k, v in params.items()}
+    out["a"] = out["a"] + 2.0
+    return out
+
+
+def _onehot(tokens, d):
+    return np.eye(d)[np.asarray(tokens)]
+
+
+def _padded_onehot(tokens, d):
+    """X̃: one-hot tokens and the all-zero query slot."""
+    x = _onehot(tokens, d)
+    return np.concatenate([x, np.zeros_like(x[:, :1])], axis=1)
+
+
+# ------------------------------------------------------------ banded vs dense layer 1
+# include_raw does not touch layer 1; it enters through the selector term (C) of the
+# scalar whose gradient is compared. "paper_M4_self" covers both the wider paper window and
+# the self offset on the simplified model; "full_unit" is the full model on the paper window
+# with unit norm and no self offset (so its position-1 rows are exact zeros).
+COPIER_CONFIGS = {
+    "paper": dict(),
+    "paper_M4_self": dict(window_size=4, self_offset=True),
+    "official_raw": dict(window="official", include_raw=True),
+    "full": dict(window="official", full=True),
+    "full_unit": dict(full=True, norm="unit", self_offset=False),
+}
+B1, L1 = 3, 10
+
+
+@pytest.fixture(scope="module")
+def copier_results():
+    """Every configuration in one compiled program (compiles dominate this file's time).
+
+    Per configuration and copier: the features, the value and the gradient (w.r.t. every
+    parameter) of a scalar function of them, ⟨R, v⟩ + Σ_l r_l·a·sim(q, l) (so C and a enter
+    through the selector), and the content-free attention table."""
+    with jax.enable_x64(True):
+        models = {n: InductionModel(3, 3, 2, **kw) for n, kw in COPIER_CONFIGS.items()}
+        params = {n: _perturbed(m, 1, scale=1.5 if m.full else 1.0) for n, m in models.items()}
+        tokens = _tokens(2, B1, L1, 3)
+        proj = jnp.asarray(RNG(4).standard_normal((B1, L1 + 1, 3, 3)))
+        r = jnp.asarray(RNG(3).standard_normal((B1, L1)))
+
+        @_jit
+        def run(ps):
+            out = {}
+            for n, m in models.items():
+                def f(p, copier, m=m):
+                    v = copier(p, tokens, m)
+                    sim = selector_similarity(p, v, tokens, m)
+                    return jnp.sum(proj * v) + jnp.sum(r * p["a"] * sim), v
+
+                out[n] = {
+                    c.__name__: jax.value_and_grad(f, has_aux=True)(ps[n], c)
+                    for c in (copier_features, copier_features_dense)
+                }
+                out[n]["attn"] = copier_attention(ps[n], m, L1)
+                if m.full:  # Q = 0: no content logits
+                    out[n]["q0"] = copier_features(dict(ps[n], Q=jnp.zeros_like(ps[n]["Q"])), tokens, m)
+            return out
+
+        return models, params, tokens, jax.device_get(run(params))
+
+
+@pytest.mark.parametrize("name", list(COPIER_CONFIGS))
+def test_banded_copier_equals_dense(name, copier_results):
+    models, params, _, results = copier_results
+    (f_band, v_band), g_band = results[name]["copier_features"]
+    (f_dense, v_dense), g_dense = results[name]["copier_features_dense"]
+    assert v_band.shape == (B1, L1 + 1, 3, 3) and v_band.dtype == np.float64
+    np.testing.assert_allclose(v_band, v_dense, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(f_band, f_dense, rtol=1e-12)
+    assert set(g_band) == set(params[name])
+    unused = {"ln_scale", "ln_bias"} if models[name].norm_kind == "unit" else set()
+    for k in g_band:
+        assert np.all(np.isfinite(g_band[k])), k
+        assert (np.max(np.abs(g_band[k])) > 0) == (k not in unused), k  # every used parameter is live
+        np.testing.assert_allclose(g_band[k], g_dense[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+def test_full_model_content_logits_matter(copier_results):
+    """The perturbed Q/K make the full model's attention content-dependent: its features
+    are not those of the RPE table alone (copier_attention) pushed through OV and LN."""
+    models, params, tokens, results = copier_results
+    for name in ("full", "full_unit"):
+        m, p = models[name], params[name]
+        attn = results[name]["attn"]  # [L+1, K', H], RPE part only
+        xt = _padded_onehot(tokens, 3)
+        offsets = np.concatenate([[0], np.arange(1, m.max_offset + 1)])
+        # attn is 0 where i − o < 0, so np.roll's wrap-around never contributes
+        u = sum(attn[None, :, k, :, None] * np.roll(xt, o, axis=1)[:, :, None, :] for k, o in enumerate(offsets))
+        u = np.einsum("bihd,hde->bihe", u, np.asarray(p["OV"]))
+        v = results[name]["copier_features"][0][1]
+        if m.norm_kind == "unit":
+            rpe_only = u / (np.linalg.norm(u, axis=-1, keepdims=True) + NORM_EPS)
+        else:
+            c = u - u.mean(-1, keepdims=True)
+            scale, bias = np.asarray(p["ln_scale"]), np.asarray(p["ln_bias"])
+            rpe_only = c / np.sqrt((c**2).mean(-1, keepdims=True) + m.ln_eps) * scale + bias
+        assert np.max(np.abs(v - rpe_only)) > 1e-2
+        # with Q = 0 the content logits vanish and the same reconstruction is exact
+        np.testing.assert_allclose(results[name]["q0"], rpe_only, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["paper_M4_self", "official_raw"])
+def test_copier_attention_reproduces_features(name, copier_results):
+    """The simplified copier is Σ_k α_{i,k,h} x̃_{i−k} (copier_attention's table), then unit norm."""
+    models, params, tokens, results = copier_results
+    m = models[name]
+    attn = results[name]["attn"]
+    offsets = np.concatenate([[0] if m.use_self_offset else [], np.arange(1, m.max_offset + 1)]).astype(int)
+    assert attn.shape == (L1 + 1, len(offsets), 3)
+    xt = _padded_onehot(tokens, 3)
+    u = np.zeros((B1, L1 + 1, 3, 3))
+    for i, (k, o) in itertools.product(range(L1 + 1), enumerate(offsets)):
+        if i - o >= 0:
+            u[:, i] += attn[i, k][None, :, None] * xt[:, i - o][:, None, :]
+        else:
+            assert np.all(attn[i, k] == 0)  # before the start of the sequence
+    window = m.window_mask()
+    assert not np.any(attn[:, len(offsets) - m.max_offset:][:, ~window])  # outside each head's window
+    sums = attn.sum(1)  # [L+1, H]: 1 where head h has a valid offset at position i, else exactly 0
+    first = np.array([0 if m.use_self_offset else min(m.head_offsets(h)) for h in range(1, 4)])
+    np.testing.assert_allclose(sums, (np.arange(L1 + 1)[:, None] >= first[None, :]).astype(float), atol=1e-12)
+    v = u / (np.linalg.norm(u, axis=-1, keepdims=True) + NORM_EPS)
+    np.testing.assert_allclose(results[name]["copier_features"][0][1], v, rtol=1e-12, atol=1e-14)
+
+
+# -------------------------------------------------------------- exact shift (§11.1)
+def test_exact_shift_as_w_plus_grows():
+    d, length = 4, 8
+    models = {w: InductionModel(d, 3, 2, window=w) for w in ("paper", "official")}
+    params = {w: induction_init(m, w_plus=60.0, w_minus=0.0, dtype=F64) for w, m in models.items()}
+    tokens = _tokens(7, 3, length, d)
+    x = _onehot(tokens, d)
+    feats = jax.device_get(_jit(lambda ps: {
+        w: (copier_features(ps[w], tokens, m), copier_features_dense(ps[w], tokens, m)) for w, m in models.items()
+    })(params))
+    for window, pair in feats.items():
+        for v in pair:
+            assert v.shape == (3, length + 1, 3, d) and np.all(np.isfinite(v))
+            for p, h in itertools.product(range(length + 1), range(1, 4)):  # p = i − 1 (0-indexed); query p = L
+                got = v[:, p, h - 1]
+                if p - h >= 0:  # x_{i−h} exists: exact copy (up to the norm's ε)
+                    np.testing.assert_allclose(got, x[:, p - h] / (1 + NORM_EPS), rtol=0, atol=1e-15)
+                elif window == "official" or p == 0:
+                    # no valid offset (official: head h sees only h..h+H−1; paper: i = 1)
+                    assert np.all(got == 0.0)
+                else:
+                    # paper window, 1 <= i−1 < h: offset h is not valid yet, so head h spreads
+                    # over the valid offsets 1..i−1 (all at w_− = 0): the normalised mean of
+                    # x_1..x_{i−1}, not a zero vector and not a copy of x_{i−h}
+                    u = x[:, :p].mean(1)
+                    want = u / (np.linalg.norm(u, axis=-1, keepdims=True) + NORM_EPS)
+                    np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-15)
+        # the query slot holds the target's parents x_{L+1−h}
+        np.testing.assert_allclose(pair[0][:, -1], x[:, [length - 1, length - 2, length - 3]] / (1 + NORM_EPS),
+                                   atol=1e-15)
+
+
+def test_huge_logits_stay_finite_in_float32():
+    """The masked softmax subtracts the peak: w_+ = ±1e4 in float32 gives finite features
+    and gradients; rows with no valid offset (position 1) stay exactly 0."""
+    tokens = _tokens(8, 2, 6, 3)
+    proj = jnp.asarray(RNG(9).standard_normal((2, 7, 3, 3)), jnp.float32)
+    models = [InductionModel(3, 3, 2, window=w) for w in ("paper", "official")]
+
+    @_jit
+    def run(wp):
+        out = []
+        for m in models:
+            p = induction_init(m, w_plus=wp, w_minus=0.0)
+            v, vjp = jax.vjp(lambda p, m=m: copier_features(p, tokens, m), p)
+            out.append((v, vjp(proj)))
+        return out
+
+    for v, grads in jax.vmap(run)(jnp.asarray([1e4, -1e4], jnp.float32)):
+        assert v.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(v)))
+        assert bool(jnp.all(v[:, :, 0] == 0))
+        assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+# ----------------------------------------------------------- Kronecker kernel (§11.2)
+def _phi(components, subsets, c):
+    """φ(U) = (c_S ⊗_{h∈S} U^{(h)})_S built explicitly with np.kron; ∅ → (c_∅,)."""
+    parts = []
+    for cs, s in zip(c, subsets):
+        feat = np.ones(1)
+        for comp in s:
+            feat = np.kron(feat, components[comp])
+        parts.append(cs * feat)
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("max_degree,include_raw", [(2, False), (2, True), (3, False)])
+def test_selector_is_kronecker_feature_inner_product(max_degree, include_raw):
+    """sim(q, l) = ⟨φ(U_q), φ(U_l)⟩ / Σ c² with U = [x̃, v^{(1)}, …, v^{(H)}] (the raw
+    component x̃ is the zero token at the query, so raw subsets only add to Σ c²)."""
+    b, length, h, d = 2, 5, 3, 3
+    rng = RNG(9 + max_degree + include_raw)
+    v = rng.standard_normal((b, length + 1, h, d))
+    tokens = _tokens(10, b, length, d)
+    xt = _padded_onehot(tokens, d)
+    for relu, vv in ((False, v), (True, np.abs(v))):  # ReLU is the identity on nonnegative products
+        model = InductionModel(d, h, max_degree, include_raw=include_raw, relu=relu)
+        c = rng.standard_normal(model.num_subsets)
+        sim = np.asarray(selector_similarity({"C": jnp.asarray(c)}, jnp.asarray(vv), tokens, model))
+        ref = np.zeros((b, length))
+        for bi in range(b):
+            def comps(i, bi=bi):
+                return [xt[bi, i]] + [vv[bi, i, k] for k in range(h)]
+
+            q = _phi(comps(length), model.subsets(), c)
+            assert q.size == sum(d ** len(s) for s in model.subsets())
+            for li in range(length):
+                ref[bi, li] = q @ _phi(comps(li), model.subsets(), c) / np.sum(c**2)
+        np.testing.assert_allclose(sim, ref, rtol=1e-12, atol=1e-14)
+    # ReLU with signed features: each head's inner product is clipped before the product
+    model = InductionModel(d, h, max_degree, include_raw=include_raw, relu=True)
+    c = rng.standard_normal(model.num_subsets)
+    ip = np.maximum(np.einsum("bhd,blhd->blh", v[:, -1], v[:, :-1]), 0)
+    kern = np.stack([np.prod(ip[..., [k - 1 for k in s]], -1) * (0 not in s) for s in model.subsets()], -1)
+    sim = selector_similarity({"C": jnp.asarray(c)}, jnp.asarray(v), tokens, model)
+    np.testing.assert_allclose(sim, kern @ c**2 / np.sum(c**2), rtol=1e-12, atol=1e-14)
+
+
+# ------------------------------------------------------------------- GIH (§6.1, §11.3)
+def _hard_params(model, subset, a):
+    """Exact copying (w_+ = 60, w_− = 0) and c one-hot on ``subset``."""
+    params = induction_init(model, w_plus=60.0, w_minus=0.0, a_init=a, dtype=F64)
+    onehot = np.array([s == tuple(subset) for s in model.subsets()], np.float64)
+    assert onehot.sum() == 1
+    return dict(params, C=jnp.asarray(onehot))
+
+
+_gih = _jit(icl_jax.gih_predictive, static_argnums=2)
+
+
+@pytest.mark.parametrize("subset,max_degree", [((1, 2), 2), ((1,), 2), ((2,), 2), ((2, 3), 2), ((1, 2, 3), 3),
+                                               ((1, 2), 3)])
+def test_hard_parameters_give_the_generalised_induction_head(subset, max_degree, small_batch):
+    """Official window (head h sees offsets h..h+H−1, so key positions without a full
+    S-context have zero features and never match, as in ngram_match)."""
+    model = InductionModel(3, 3, max_degree, window="official")
+    tokens = small_batch.tokens_BxT
+    match = icl_jax.ngram_match(subset, tokens)
+    assert 0 < int(match.sum()) < match.size
+    for a in (0.0, 1.0, 4.0, 30.0):
+        got = _probs(_hard_params(model, subset, a), tokens, model=model)
+        want = _gih(tokens, match, 3, a)
+        # residual: on matches sim = (1 + 1e−7)^{−2|S|} (the norm ε), and a float32 reference
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=f"a={a}")
+
+
+def test_a_zero_is_the_in_context_unigram(small_batch):
+    """softmax(0·sim) is uniform for any copier / selector: ŷ = N(e)/L exactly."""
+    tokens = small_batch.tokens_BxT
+    unigram = _onehot(tokens, 3).mean(1)
+    for model in (OFFICIAL, InductionModel(3, 3, 3, include_raw=True)):
+        params = dict(_perturbed(model, 12), a=jnp.asarray(0.0, F64))
+        np.testing.assert_allclose(_probs(params, tokens, model=model), unigram, rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(_gih(tokens, jnp.ones(tokens.shape, bool), 3, 0.0), unigram, atol=1e-7)
+
+
+# ------------------------------------------------------------------- losses (§4, §11.8)
+LOG_E2 = math.log(math.e + 2)
+
+
+def test_official_loss_bounds_for_three_tokens():
+    probs = jnp.asarray([[1.0, 0, 0], [1 / 3, 1 / 3, 1 / 3], [0, 1.0, 0]], F64)
+    y = jax.nn.one_hot(jnp.zeros(3, jnp.int32), 3, dtype=F64)
+    np.testing.assert_allclose(icl_jax.official_double_softmax_ce(probs, y), [LOG_E2 - 1, math.log(3), LOG_E2],
+                               rtol=1e-14)
+
+
+def test_official_loss_through_the_model_on_a_one_hot_output():
+    """Tokens 0 1 2 2 0 1: the query context (x_{L−1}, x_L) = (0, 1) occurs once, at l = 3
+    with x_3 = 2, so hard parameters on {1, 2} with a = 200 give ŷ = e_2 exactly."""
+    params = _hard_params(OFFICIAL, (1, 2), 200.0)
+    tokens = jnp.asarray([[0, 1, 2, 2, 0, 1]] * 3, jnp.int32)
+    assert np.array_equal(np.asarray(icl_jax.ngram_match((1, 2), tokens))[0], [0, 0, 1, 0, 0, 0])
+    label = jnp.asarray([2, 0, 1], jnp.int32)
+    batch = icl_jax.Batch(tokens, jax.nn.one_hot(label, 3, dtype=F64), label)
+
+    @_jit
+    def run(p, b):
+        per = {lab: induction_per_example_loss(p, b, OFFICIAL, loss="official", labels=lab) for lab in ("hard", "soft")}
+        return induction_probs(p, b.tokens_BxT, OFFICIAL), per, induction_loss(p, b, OFFICIAL, loss="official")
+
+    probs, per, mean = run(params, batch)
+    np.testing.assert_allclose(probs, np.tile([0.0, 0, 1], (3, 1)), rtol=0, atol=1e-15)
+    want = [LOG_E2 - 1, LOG_E2, LOG_E2]  # target = the one-hot token, then two wrong targets
+    for labels in ("hard", "soft"):
+        np.testing.assert_allclose(per[labels], want, rtol=1e-12)
+    np.testing.assert_allclose(mean, np.mean(want), rtol=1e-12)
+
+
+def test_prob_ce_floor_when_the_target_never_occurs():
+    model = InductionModel(3, 3, 2)
+    params = _perturbed(model, 13)
+    tokens = jnp.zeros((2, 9), jnp.int32)  # only token 0 in the context: ŷ = e_0 for any params
+    miss = icl_jax.Batch(tokens, jax.nn.one_hot(jnp.asarray([1, 2]), 3, dtype=F64), jnp.asarray([1, 2], jnp.int32))
+    hit = icl_jax.Batch(tokens, jax.nn.one_hot(jnp.zeros(2, jnp.int32), 3, dtype=F64), jnp.zeros(2, jnp.int32))
+    epss = (DEFAULT_LOSS_EPS, 1e-6, 0.0)
+
+    @_jit
+    def run(p):
+        return [(induction_per_example_loss(p, miss, model, eps=e), induction_per_example_loss(p, hit, model, eps=e))
+                for e in epss]
+
+    for eps, (lm, lh) in zip(epss, run(params)):
+        np.testing.assert_allclose(lh, -math.log((1 + eps) / (1 + 3 * eps)), rtol=1e-12, atol=1e-15)
+        if eps > 0:
+            assert np.all(np.isfinite(lm))
+            np.testing.assert_allclose(lm, -math.log(eps / (1 + 3 * eps)), rtol=1e-12)
+        else:
+            assert np.all(np.isposinf(lm))  # no floor: +inf, never NaN
+    assert DEFAULT_LOSS_EPS > 0
+
+
+def test_hard_and_soft_labels_agree_in_expectation(ngram_batch):
+    """Paired over 1024 sequences: E[hard − soft | X] = 0, so the mean difference is within
+    5 standard errors; and the soft loss is exactly the label-weighted average of the hard
+    loss over every possible label."""
+    params = _hard_params(OFFICIAL, (1, 2), 2.0)
+    n = ngram_batch.label_B.shape[0]
+
+    @_jit
+    def run(p, batch):
+        out = {}
+        for loss in LOSSES:
+            hard, soft = (induction_per_example_loss(p, batch, OFFICIAL, loss=loss, labels=lab)
+                          for lab in ("hard", "soft"))
+            every = jnp.stack([induction_per_example_loss(
+                p, icl_jax.Batch(batch.tokens_BxT, batch.label_probs_BxS, jnp.full(n, e, jnp.int32)), OFFICIAL,
+                loss=loss) for e in range(3)], -1)
+            out[loss] = (hard, soft, every)
+        return out
+
+    for loss, (hard, soft, every) in run(params, ngram_batch).items():
+        diff = np.asarray(hard - soft, np.float64)
+        se = diff.std() / math.sqrt(diff.size)
+        assert se > 0 and abs(diff.mean()) < 5 * se, loss
+        np.testing.assert_allclose((every * np.asarray(ngram_batch.label_probs_BxS)).sum(-1), soft, rtol=1e-6,
+                                   err_msg=loss)
+
+
+def test_bad_loss_arguments(small_batch):
+    params = induction_init(OFFICIAL)
+    for kw, name in [(dict(loss="cross_entropy"), "loss"), (dict(labels="sampled"), "labels"),
+                     (dict(eps=-1e-3), "eps"), (dict(eps=float("nan")), "eps")]:
+        with pytest.raises(ValueError, match=name):
+            induction_per_example_loss(params, small_batch, OFFICIAL, **kw)
+        with pytest.raises(ValueError, match=name):
+            induction_loss(params, small_batch, OFFICIAL, **kw)
+    for bad in (small_batch.tokens_BxT[0], small_batch.tokens_BxT[:, :0]):
+        with pytest.raises(ValueError, match="tokens_BxL"):
+            induction_probs(params, bad, OFFICIAL)
+
+
+# ------------------------------------------------------------------- init and subsets
+@pytest.mark.parametrize("kw,rows", [(dict(), 3), (dict(window_size=4), 4), (dict(window="official"), 5)])
+def test_init_pattern(kw, rows):
+    model = InductionModel(4, 3, 2, **kw)
+    assert model.max_offset == rows  # M (paper) or 2H − 1 (official)
+    params = induction_init(model, w_plus=3.0, w_minus=0.1, c_init=0.02, a_init=0.5, dtype=F64)
+    assert set(params) == {"W", "C", "a"}
+    want = np.full((rows, 3), 0.1)
+    want[[0, 1, 2], [0, 1, 2]] = 3.0  # row k−1 = offset k, column h−1 = head h
+    np.testing.assert_array_equal(params["W"], want)
+    assert params["W"].dtype == F64
+    np.testing.assert_array_equal(params["C"], np.full(7, 0.02))
+    assert params["a"].shape == () and float(params["a"]) == 0.5
+    # the full model adds Q = K = OV = proj_init·I and LayerNorm (γ, β) = (1, 0)
+    full = InductionModel(4, 3, 2, full=True, **kw)
+    fp = induction_init(full, proj_init=0.001)
+    assert set(fp) == {"W", "C", "a", "Q", "K", "OV", "ln_scale", "ln_bias"}
+    for k in ("Q", "K", "OV"):
+        np.testing.assert_array_equal(fp[k], np.broadcast_to(0.001 * np.eye(4, dtype=np.float32), (3, 4, 4)))
+    np.testing.assert_array_equal(fp["ln_scale"], np.ones(4))
+    np.testing.assert_array_equal(fp["ln_bias"], np.zeros(4))
+    assert fp["W"].dtype == jnp.float32 and full.use_self_offset and full.norm_kind == "layernorm"
+
+
+def test_traced_init_under_vmap():
+    model = InductionModel(3, 3, 2, window="official", full=True)
+    scales = [1.0, 2.0, 3.0]
+    s = jnp.asarray(scales)
+    batched = jax.vmap(lambda wp, c, p: induction_init(model, w_plus=wp, c_init=c, a_init=2 * c, proj_init=p))(
+        s, 0.01 * s, 1e-3 * s
+    )
+    assert batched["W"].shape == (3, 5, 3) and batched["Q"].shape == (3, 3, 3, 3)
+    for i, x in enumerate(scales):
+        single = induction_init(model, w_plus=x, c_init=0.01 * x, a_init=0.02 * x, proj_init=1e-3 * x)
+        for k in single:
+            np.testing.assert_allclose(batched[k][i], single[k], rtol=1e-6, err_msg=k)
+
+
+def test_subset_enumeration_and_labels():
+    m = InductionModel(3, 3, 2)
+    assert m.subset_labels() == ("000", "001", "010", "011", "100", "101", "110")
+    assert m.subsets() == ((), (3,), (2,), (2, 3), (1,), (1, 3), (1, 2))
+    assert m.num_subsets == 7 and m.live_subsets().all()
+    raw = InductionModel(3, 3, 2, include_raw=True)
+    assert raw.subset_labels() == ("0000", "0001", "0010", "0011", "0100", "0101", "0110",
+                                   "1000", "1001", "1010", "1100")
+    np.testing.assert_array_equal(raw.live_subsets(), [True] * 7 + [False] * 4)
+    assert raw.subsets()[7:] == ((0,), (0, 3), (0, 2), (0, 1))
+    d3 = InductionModel(3, 3, 3)
+    assert d3.num_subsets == 8 and d3.subset_labels()[-1] == "111"
+    assert InductionModel(3, 3, 0).subsets() == ((),)
+    assert InductionModel(3, 3, 2, window="official").head_offsets(2) == (2, 3, 4)
+    assert InductionModel(3, 3, 2, window_size=4).head_offsets(3) == (1, 2, 3, 4)
+    c = jnp.asarray([[1.0, 2.0, 0.0, 1.0], [3.0, 0.0, 0.0, 4.0]])
+    np.testing.assert_allclose(subset_shares({"C": c}), [[1 / 6, 4 / 6, 0, 1 / 6], [9 / 25, 0, 0, 16 / 25]],
+                               rtol=1e-14)
+
+
+# ----------------------------------------------------------------- config validation
+def test_bad_configs():
+    for kw, name in [
+        (dict(vocab_size=1), "vocab_size"),
+        (dict(vocab_size=2.5), "vocab_size"),
+        (dict(vocab_size=3, num_heads=0), "num_heads"),
+        (dict(vocab_size=3, num_heads=True), "num_heads"),
+        (dict(vocab_size=3, num_heads=3, max_degree=4), "max_degree"),
+        (dict(vocab_size=3, max_degree=-1), "max_degree"),
+        (dict(vocab_size=3, window="code"), "window"),
+        (dict(vocab_size=3, window_size=0), "window_size"),
+        (dict(vocab_size=3, num_heads=3, window="official", window_size=4), "window_size"),
+        (dict(vocab_size=3, norm="batch"), "norm"),
+        (dict(vocab_size=3, norm_eps=0.0), "norm_eps"),
+        (dict(vocab_size=3, ln_eps=-1e-5), "ln_eps"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            InductionModel(**kw)
+    InductionModel(3, 3, 3, window="official", window_size=3)  # M = H is allowed
+
+
+# -------------------------------------------------------------------- vmap and jit
+def test_vmap_over_parameter_sets_equals_per_set_calls(small_batch):
+    sets = [_perturbed(OFFICIAL, 20 + i) for i in range(3)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *sets)
+
+    @_jit
+    def run(ps, batch):
+        probs = jax.vmap(lambda p: induction_probs(p, batch.tokens_BxT, OFFICIAL))(ps)
+        return probs, jax.vmap(lambda p: induction_per_example_loss(p, batch, OFFICIAL, loss="official"))(ps)
+
+    probs, losses = run(stacked, small_batch)
+    y = jax.nn.one_hot(small_batch.label_B, 3, dtype=F64)
+    for i, p in enumerate(sets):
+        single = _probs(p, small_batch.tokens_BxT, model=OFFICIAL)
+        np.testing.assert_allclose(probs[i], single, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(losses[i], icl_jax.official_double_softmax_ce(single, y), rtol=1e-13)
+    assert float(jnp.max(jnp.abs(probs[0] - probs[1]))) > 1e-3  # the sets really differ
+
+
+def test_jitted_loss_traces_once(small_batch):
+    traces = []
+
+    @_jit
+    def step(p, b):
+        traces.append(1)  # Python side effect: runs once per trace
+        return induction_loss(p, b, OFFICIAL, labels="soft")
+
+    l0, l1 = step(induction_init(OFFICIAL, dtype=F64), small_batch), step(_perturbed(OFFICIAL, 30), small_batch)
+    assert len(traces) == 1 and float(l0) != float(l1)
