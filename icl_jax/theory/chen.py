@@ -429,18 +429,30 @@ def replicator_shares(
     if c0_S is not None:
         if p0_S is not None or c_norm2 is not None:
             raise ValueError("pass either c0_S or (p0_S, c_norm2), not both")
-        c2 = jnp.square(jnp.asarray(c0_S, g.dtype))
-        c_norm2 = jnp.sum(c2)
-        p0_S = c2 / c_norm2
-    elif p0_S is None or c_norm2 is None:
+        c0 = jnp.asarray(c0_S, g.dtype)
+        if c0.shape != g.shape or g.ndim != 1:
+            raise ValueError(f"g_S and c0_S must have the same shape [n_subsets] (got {g.shape}, {c0.shape})")
+        return _replicator_from_c(g, jnp.atleast_1d(jnp.asarray(times_T, g.dtype)), jnp.asarray(a, g.dtype), c0)
+    if p0_S is None or c_norm2 is None:
         raise ValueError("replicator_shares needs c0_S, or both p0_S and c_norm2")
     p0 = jnp.asarray(p0_S, g.dtype)
     if p0.shape != g.shape or g.ndim != 1:
-        raise ValueError(f"g_S and the initial shares must have the same shape [n_subsets] (got {g.shape}, {p0.shape})")
-    kappa = 4.0 * jnp.asarray(a, g.dtype) / jnp.asarray(c_norm2, g.dtype)
+        raise ValueError(f"g_S and p0_S must have the same shape [n_subsets] (got {g.shape}, {p0.shape})")
     t = jnp.atleast_1d(jnp.asarray(times_T, g.dtype))
-    logits = jnp.where(p0 > 0, jnp.log(jnp.where(p0 > 0, p0, 1.0)), -jnp.inf)[None, :] + kappa * t[..., None] * g[None, :]
-    return jax.nn.softmax(logits, axis=-1)
+    return _replicator(g, t, jnp.asarray(a, g.dtype), p0, jnp.asarray(c_norm2, g.dtype))
+
+
+@jax.jit
+def _replicator(g_S, t_T, a, p0_S, c_norm2):
+    kappa = 4.0 * a / c_norm2
+    log_p0 = jnp.where(p0_S > 0, jnp.log(jnp.where(p0_S > 0, p0_S, 1.0)), -jnp.inf)
+    return jax.nn.softmax(log_p0[None, :] + kappa * t_T[:, None] * g_S[None, :], axis=-1)
+
+
+@jax.jit
+def _replicator_from_c(g_S, t_T, a, c0_S):
+    c2 = jnp.square(c0_S)
+    return _replicator(g_S, t_T, a, c2 / jnp.sum(c2), jnp.sum(c2))
 
 
 # ------------------------------------------------------------ stage I: gradient on c

@@ -267,14 +267,15 @@ def test_replicator_matches_stage_one_gradient_descent(stage_one):
     p0 = induction_init(model, a_init=0.01, dtype=jnp.float64)
     lr, steps = 0.02, 100
 
-    cs, c = [], p0["C"]
+    cs, c = [], np.asarray(p0["C"])
     for _ in range(steps):  # the compiled gradient of the previous test, no new program
-        c = c - lr * _grad_c(c, p0, batch, model)
+        c = c - lr * np.asarray(_grad_c(c, p0, batch, model))
         cs.append(c)
-    cs = np.asarray(jnp.stack(cs))
+    cs = np.stack(cs)
     shares = cs**2 / np.sum(cs**2, axis=1, keepdims=True)
     g = np.asarray(C.first_order_g(p0, batch, model))
-    pred = np.asarray(C.replicator_shares(g, lr * np.arange(1, steps + 1), 0.01, p0["C"]))
+    times = lr * np.arange(steps)  # cs[k] is after k + 1 steps: t = lr·(k + 1)
+    pred = np.asarray(C.replicator_shares(g, times + lr, 0.01, p0["C"]))
     assert np.max(np.abs(shares - pred)) < 0.02
     assert model.subsets()[int(np.argmax(g))] == (1, 2) and shares[-1, -1] > 0.9
     np.testing.assert_array_equal(np.argsort(shares[-1]), np.argsort(g))  # final order = order of G
@@ -282,9 +283,9 @@ def test_replicator_matches_stage_one_gradient_descent(stage_one):
     assert np.max(np.abs(norm2 - 1)) < 0.03
     # the (p0, ‖c‖²) form is the same curve
     c2 = np.square(np.asarray(p0["C"]))
-    alt = C.replicator_shares(g, [0.0, 1.0], 0.01, p0_S=c2 / c2.sum(), c_norm2=c2.sum())
-    np.testing.assert_allclose(alt, C.replicator_shares(g, [0.0, 1.0], 0.01, p0["C"]), rtol=1e-12)
-    np.testing.assert_allclose(alt[0], c2 / c2.sum(), rtol=1e-12)
+    alt = np.asarray(C.replicator_shares(g, times, 0.01, p0_S=c2 / c2.sum(), c_norm2=c2.sum()))
+    np.testing.assert_allclose(alt[1:], pred[:-1], rtol=1e-12)
+    np.testing.assert_allclose(alt[0], c2 / c2.sum(), rtol=1e-12)  # t = 0: the initial shares
 
 
 def test_finite_length_g_ranks_subsets_like_modified_chi2(prior_d3):
