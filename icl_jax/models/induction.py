@@ -247,7 +247,10 @@ def _padded_onehot(tokens_BxL, d: int, dtype) -> jax.Array:
 
 def _normalise(u_BxIxHxd, params, model: InductionModel) -> jax.Array:
     if model.norm_kind == "unit":
-        return u_BxIxHxd / (jnp.linalg.norm(u_BxIxHxd, axis=-1, keepdims=True) + model.norm_eps)
+        # NaN-safe norm: u = 0 (no valid offset) must give v = 0 and a finite gradient
+        n2 = jnp.sum(jnp.square(u_BxIxHxd), axis=-1, keepdims=True)
+        norm = jnp.where(n2 > 0, jnp.sqrt(jnp.where(n2 > 0, n2, 1.0)), 0.0)
+        return u_BxIxHxd / (norm + model.norm_eps)
     mean = jnp.mean(u_BxIxHxd, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(u_BxIxHxd - mean), axis=-1, keepdims=True)
     scale, bias = params["ln_scale"][None, None, None, :], params["ln_bias"][None, None, None, :]
