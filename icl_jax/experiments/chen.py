@@ -39,7 +39,7 @@ from icl_jax.models.induction import (
     subset_shares,
 )
 from icl_jax.models.induction_stats import compress_window_stats, window_stats
-from icl_jax.losses import cross_entropy_probs, official_double_softmax_ce
+from icl_jax.losses import cross_entropy_probs, floored_probs, official_double_softmax_ce
 from icl_jax.tasks.baselines import HARD_ESTIMATOR_EPS, baseline_losses, gih_predictive, ngram_match
 from icl_jax.tasks.sampling import Batch
 from icl_jax.tasks.tasks import NGramTask, chen_bigram_task
@@ -157,10 +157,10 @@ def _test_losses(params, test: Batch, model, config) -> dict:
 
 
 def _baselines(task, test: Batch) -> dict:
-    """Every baseline in both conventions (``name`` and ``name/official``), hard labels."""
-    hard = Batch(test.tokens_BxT, jax.nn.one_hot(test.label_B, task.vocab_size), test.label_B)
+    """Every baseline in both conventions (``name`` and ``name/official``), scored against
+    the sampled label as the official validation; the oracle predicts the true law π."""
     out = {}
-    for name, v in baseline_losses(task, hard, official_metric=True).items():
+    for name, v in baseline_losses(task, test, labels="hard", official_metric=True).items():
         v = np.asarray(v, np.float64)
         out[name] = {"loss": float(v.mean()), "se": float(v.std(ddof=1) / np.sqrt(v.size))}
     return out
@@ -169,7 +169,7 @@ def _baselines(task, test: Batch) -> dict:
 def _gih_loss(test: Batch, offsets, a: float, d: int) -> dict:
     """GIH(S, a) at the trained a on the test set, both conventions (ε as the baselines)."""
     p = gih_predictive(test.tokens_BxT, ngram_match(offsets, test.tokens_BxT), d, a)
-    p = (p + HARD_ESTIMATOR_EPS) / (1.0 + d * HARD_ESTIMATOR_EPS)
+    p = floored_probs(p, HARD_ESTIMATOR_EPS)
     y = jax.nn.one_hot(test.label_B, d)
     return {"prob_ce": float(jnp.mean(cross_entropy_probs(p, y))), "official": float(jnp.mean(official_double_softmax_ce(p, y)))}
 

@@ -25,7 +25,7 @@ from icl_jax.analysis.gradient_plots import plot_gradient_comparison
 from icl_jax.analysis.metrics import head_parent_matching, parent_attention_metrics
 from icl_jax.analysis.plots import plot_heatmaps, plot_runs
 from icl_jax.experiments.registry import Experiment, register
-from icl_jax.losses import cross_entropy_logits, cross_entropy_probs
+from icl_jax.losses import chunked_mean_fn, cross_entropy_logits, cross_entropy_probs
 from icl_jax.models.catformer import (
     CatFormer,
     catformer_init,
@@ -60,19 +60,9 @@ def _test_set(task, config) -> Batch:
 
 
 def _mean_loss_fn(per_example, test: Batch, chunk: int = 8192):
-    """params → mean of ``per_example(params, tokens, labels)`` over the test set, evaluated in
-    chunks with ``lax.map`` (a 2^16 test set never materialises its [B, T, T] attention)."""
-    n = test.tokens_BxT.shape[0]
-    chunk = min(chunk, n)
-    k = n // chunk
-    toks = test.tokens_BxT[: k * chunk].reshape(k, chunk, -1)
-    labels = test.label_probs_BxS[: k * chunk].reshape(k, chunk, -1)
-
-    def mean(params):
-        sums = jax.lax.map(lambda xy: jnp.sum(per_example(params, *xy)), (toks, labels))
-        return jnp.sum(sums) / (k * chunk)
-
-    return mean
+    """params → mean of ``per_example(params, tokens, labels)`` over **every** test sequence,
+    in chunks (a 2^16 test set never materialises its [B, T, T] attention)."""
+    return chunked_mean_fn(lambda params, b: per_example(params, b.tokens_BxT, b.label_probs_BxS), test, chunk)
 
 
 def _catformer_ce(params, tokens, labels):

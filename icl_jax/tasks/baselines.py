@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_jax.losses import cross_entropy_probs, official_double_softmax_ce
+from icl_jax.losses import DEFAULT_EPS, check_labels, cross_entropy_probs, floored_probs, official_double_softmax_ce, targets
 from icl_jax.tasks.graphs import CausalGraph, ngram_offsets
 from icl_jax.tasks.sampling import Batch
 from icl_jax.tasks.tasks import DAGTask, NGramTask, TreeTask, sample_batch
@@ -43,8 +43,9 @@ __all__ = [
 ]
 
 DEFAULT_GIH_TEMPERATURES = (1.0, 3.0, 10.0)
-# Floor used when scoring estimators that can assign zero mass (hard counts, GIH(a)).
-HARD_ESTIMATOR_EPS = 1e-3
+# Floor used when scoring estimators that can assign zero mass (hard counts, GIH(a)): the
+# library's one ε (icl_jax.losses.DEFAULT_EPS).
+HARD_ESTIMATOR_EPS = DEFAULT_EPS
 
 
 def _counts(tokens_BxT, weights_BxT, vocab_size):
@@ -190,28 +191,34 @@ def _needs_floor(name: str) -> bool:
     return name.startswith(("count", "gih"))
 
 
-def baseline_losses(task, batch: Batch, *, official_metric: bool = False, **kw) -> dict[str, jax.Array]:
-    """Per-sequence soft-label cross-entropy of every baseline (``[B]`` each).
+def baseline_losses(task, batch: Batch, *, labels: str = "soft", official_metric: bool = False, **kw) -> dict[str, jax.Array]:
+    """Per-sequence cross-entropy of every baseline (``[B]`` each).
+
+    Args:
+      labels: ``"soft"`` scores against the true law ``batch.label_probs_BxS``, ``"hard"``
+        against the sampled token ``batch.label_B`` (:func:`icl_jax.losses.targets`). The
+        predictions never depend on the convention: ``oracle`` is always the true law
+        π(·|parents), so its hard-label loss estimates the conditional entropy.
+      official_metric: also return ``{name}/official``, Chen's double-softmax metric.
 
     Hard count and GIH estimators can put zero mass on a possible token; they are scored as
-    the mixture (p + ε)/(1 + Sε) with ε = :data:`HARD_ESTIMATOR_EPS` (in the CLI's config). With
-    ``official_metric=True`` also returns ``{name}/official``: Chen's double-softmax metric."""
+    the mixture (p + ε)/(1 + Sε) with ε = :data:`HARD_ESTIMATOR_EPS`."""
     preds = baseline_predictions(task, batch, **kw)
-    y = batch.label_probs_BxS
+    y = targets(batch, labels, task.vocab_size)
     out = {}
     for name, p in preds.items():
         if _needs_floor(name):  # score the proper distribution (p + ε)/(1 + Sε)
-            p = (p + HARD_ESTIMATOR_EPS) / (1.0 + task.vocab_size * HARD_ESTIMATOR_EPS)
+            p = floored_probs(p, HARD_ESTIMATOR_EPS)
         out[name] = cross_entropy_probs(p, y)
         if official_metric:
             out[f"{name}/official"] = official_double_softmax_ce(p, y)
     return out
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _chunk_stats(task, key, size, official_metric):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _chunk_stats(task, key, size, official_metric, labels):
     """Sum and sum of squares of every baseline's per-sequence loss on one fresh chunk."""
-    losses = baseline_losses(task, sample_batch(task, key, size), official_metric=official_metric)
+    losses = baseline_losses(task, sample_batch(task, key, size), labels=labels, official_metric=official_metric)
     return {k: (jnp.sum(v), jnp.sum(jnp.square(v))) for k, v in losses.items()}
 
 
@@ -221,6 +228,7 @@ def estimate_baseline_losses(
     num_samples: int,
     *,
     chunk_size: int = 16384,
+    labels: str = "soft",
     official_metric: bool = False,
     progress: bool = False,
 ) -> dict[str, dict[str, float]]:
@@ -228,7 +236,8 @@ def estimate_baseline_losses(
 
     Sequences are drawn in chunks of ``chunk_size`` (keys ``fold_in(key, chunk)``), so
     memory stays bounded; ``se`` is the sample standard deviation over sequences divided
-    by √n (sequences are i.i.d.)."""
+    by √n (sequences are i.i.d.). ``labels`` as in :func:`baseline_losses`."""
+    check_labels(labels)
     if not isinstance(num_samples, (int, np.integer)) or num_samples < 2:
         raise ValueError(f"num_samples must be an integer >= 2 (got {num_samples!r})")
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
@@ -241,7 +250,7 @@ def estimate_baseline_losses(
     bar = tqdm(total=num_samples, desc="baselines", unit="seq", disable=not progress)
     while done < num_samples:
         size = min(chunk_size, num_samples - done)
-        stats = jax.device_get(_chunk_stats(task, jax.random.fold_in(key, chunk), size, official_metric))
+        stats = jax.device_get(_chunk_stats(task, jax.random.fold_in(key, chunk), size, official_metric, labels))
         for k, (s1, s2) in stats.items():
             acc = sums.setdefault(k, [0.0, 0.0])
             acc[0] += float(s1)
