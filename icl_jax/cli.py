@@ -303,6 +303,11 @@ _TASK_DEFAULTS = {"tree": (10, 20), "dag": (5, 32), "ngram": (3, 100)}
 
 
 def main(argv=None) -> int:
+    # The CLI only writes figure files: a non-interactive backend, chosen here and not at
+    # import time of the library (a notebook importing icl_jax keeps its own backend).
+    import matplotlib
+
+    matplotlib.use("Agg")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "baselines":

@@ -1,14 +1,11 @@
-"""Figures for the layer-1 gradient at initialisation (Nichani spec §6; Agg backend)."""
+"""Figures for the layer-1 gradient at initialisation (Nichani et al. §6; docs/nichani-theory.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = ["plot_gradient_comparison"]
 

@@ -1,14 +1,12 @@
-"""Headless matplotlib figures (Agg backend: no display needed)."""
+"""Matplotlib figures written to files (the backend is the caller's: the CLI selects the
+non-interactive Agg backend, a notebook keeps its own)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = ["plot_marginals", "plot_baseline_losses", "plot_heatmaps", "plot_runs", "plot_lines", "plot_bars"]
 

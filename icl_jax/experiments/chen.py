@@ -30,15 +30,8 @@ import numpy as np
 from icl_jax import engine
 from icl_jax.analysis.plots import plot_bars, plot_heatmaps, plot_lines
 from icl_jax.experiments.registry import Experiment, register
-from icl_jax.models.induction import (
-    InductionModel,
-    copier_attention,
-    induction_init,
-    induction_loss,
-    induction_per_example_loss,
-    subset_shares,
-)
-from icl_jax.models.induction_stats import compress_window_stats, window_stats
+from icl_jax.models.induction import InductionModel
+from icl_jax.models.induction_layers import copier_attention, subset_shares
 from icl_jax.losses import cross_entropy_probs, floored_probs, official_double_softmax_ce
 from icl_jax.tasks.baselines import HARD_ESTIMATOR_EPS, baseline_losses, gih_predictive, ngram_match
 from icl_jax.tasks.sampling import Batch
@@ -108,13 +101,11 @@ def chen_model(config) -> InductionModel:
         window_size=config["window_size"] or None,
         include_raw=config["include_raw"],
         full=config["full_model"],
-    )
-
-
-def chen_init(config, model: InductionModel) -> dict:
-    return induction_init(
-        model, w_plus=config["w_plus"], w_minus=config["w_minus"], c_init=config["c_init"],
-        a_init=config["a_init"], proj_init=config["proj_init"],
+        w_plus=config["w_plus"],
+        w_minus=config["w_minus"],
+        c_init=config["c_init"],
+        a_init=config["a_init"],
+        proj_init=config["proj_init"],
     )
 
 
@@ -151,8 +142,8 @@ def _test_losses(params, test: Batch, model, config) -> dict:
     """Mean test loss in both conventions (hard labels, as the official validation)."""
     eps = config["loss_eps"]
     return {
-        "prob_ce": jnp.mean(induction_per_example_loss(params, test, model, loss="prob_ce", eps=eps)),
-        "official": jnp.mean(induction_per_example_loss(params, test, model, loss="official")),
+        "prob_ce": model.loss(params, test, loss="prob_ce", eps=eps),
+        "official": model.loss(params, test, loss="official"),
     }
 
 
@@ -208,15 +199,15 @@ def train_chen(config, out: Path, progress: bool):
     stages = chen_stages(config)
     test = _test_set(task, config)
     kw = _loss_kw(config)
-    init = chen_init(config, model)
+    init = model.init()
     seq_len = task.seq_len
     # the simplified model trains on window statistics (same loss, ~10× faster per step)
     fast = not (model.full or model.use_self_offset)
-    prep = (lambda b: window_stats(b, model)) if fast else (lambda b: b)
-    test_in = compress_window_stats(window_stats(test, model)) if fast else test
+    prep = model.window_stats if fast else (lambda b: b)
+    test_in = model.window_stats(test, compress=True) if fast else test
 
     def loss(params, batch):
-        return induction_loss(params, batch, model, **kw)
+        return model.loss(params, batch, **kw)
 
     def record(params, step):
         tl = _test_losses(params, test_in, model, config)
@@ -401,15 +392,15 @@ def theory_overlay(config, out: Path, name: str, task, model, result: dict, m, s
     lr, n_c = float(config["stage_lrs"][0]), int(config["stage_steps"][0])
     seed0 = result["seeds"][0]
     data = _training_data(config, task, seed0)
-    params0 = chen_init(config, model)
+    params0 = model.init()
     g = np.asarray(first_order_g(params0, data, model, eps=config["loss_eps"]))
     in_c = steps <= n_c
     t_sim = steps[in_c] * lr
     predicted = np.asarray(replicator_shares(g, t_sim, config["a_init"], params0["C"]))
-    flow_data = window_stats(jax.tree.map(lambda x: x[: config["flow_size"]], data), model)
+    flow_data = model.window_stats(jax.tree.map(lambda x: x[: config["flow_size"]], data))
     kw = _loss_kw(config)
     flow = engine.gradient_flow(
-        lambda p, b: induction_loss(p, b, model, **kw), params0, flow_data,
+        lambda p, b: model.loss(p, b, **kw), params0, flow_data,
         [engine.Stage(n_c, groups=("C",), learning_rate=lr)], num_saves=41,
         metrics=lambda p, t: subset_shares(p),
     )
@@ -549,7 +540,7 @@ def _evaluate_shift(config, model, params_N, offsets, a_final, **changes) -> dic
     tag = zlib.crc32(repr(sorted(changes.items())).encode()) % (2**31)  # stable across processes
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config["seed"]), EVAL_STREAM), tag)
     test = task.sample(key, config["eval_size"])
-    test_in = compress_window_stats(window_stats(test, model)) if not (model.full or model.use_self_offset) else test
+    test_in = model.window_stats(test, compress=True) if not (model.full or model.use_self_offset) else test
     losses = jax.vmap(lambda p: _test_losses(p, test_in, model, config))(params_N)
     base = _baselines(task, test)
     out = {

@@ -25,21 +25,10 @@ from icl_jax.analysis.gradient_plots import plot_gradient_comparison
 from icl_jax.analysis.metrics import head_parent_matching, parent_attention_metrics
 from icl_jax.analysis.plots import plot_heatmaps, plot_runs
 from icl_jax.experiments.registry import Experiment, register
-from icl_jax.losses import chunked_mean_fn, cross_entropy_logits, cross_entropy_probs
-from icl_jax.models.catformer import (
-    CatFormer,
-    catformer_init,
-    catformer_logits,
-    layer1_positional_attention,
-    stream_blocks,
-)
-from icl_jax.models.mlp_transformer import (
-    MLPTransformer,
-    mlp_transformer_attention,
-    mlp_transformer_init,
-    mlp_transformer_logits,
-)
-from icl_jax.models.reduced import reduced_init, reduced_layer1_attention, reduced_loss, reduced_probs
+from icl_jax.losses import chunked_mean_fn
+from icl_jax.models.catformer import CatFormer, stream_blocks
+from icl_jax.models.reduced import ReducedModel
+from icl_jax.models.transformer import fig8_transformer
 from icl_jax.tasks import graphs as _graphs
 from icl_jax.theory.nichani import nichani_gradient_report
 from icl_jax.tasks.baselines import baseline_losses
@@ -59,18 +48,10 @@ def _test_set(task, config) -> Batch:
     return task.sample(jax.random.fold_in(jax.random.key(config["seed"]), TEST_STREAM), config["test_size"])
 
 
-def _mean_loss_fn(per_example, test: Batch, chunk: int = 8192):
-    """params → mean of ``per_example(params, tokens, labels)`` over **every** test sequence,
-    in chunks (a 2^16 test set never materialises its [B, T, T] attention)."""
-    return chunked_mean_fn(lambda params, b: per_example(params, b.tokens_BxT, b.label_probs_BxS), test, chunk)
-
-
-def _catformer_ce(params, tokens, labels):
-    return cross_entropy_logits(catformer_logits(params, tokens), labels)
-
-
-def _catformer_loss(params, batch):
-    return jnp.mean(_catformer_ce(params, batch.tokens_BxT, batch.label_probs_BxS))
+def _test_loss_fn(model, test: Batch, chunk: int = 8192, **loss_kw):
+    """params → ``model``'s mean loss over **every** test sequence, in chunks (a 2^16 test set
+    never materialises its [B, T, T] attention)."""
+    return chunked_mean_fn(lambda params, b: model.per_example_loss(params, b, **loss_kw), test, chunk)
 
 
 def _baselines(task, test: Batch) -> dict:
@@ -128,16 +109,16 @@ class _Trained(NamedTuple):
     record: Callable  # params -> the recorded metrics (test loss included)
 
 
-def _train_task(config, out, progress, task, ce, init, probe, stages=None) -> _Trained:
-    """Train the mean of ``ce(params, tokens, labels)`` on fresh batches of ``task`` for all
-    the config's seeds in one sweep, recording ``probe(params)`` and the loss on one fixed test
+def _train_task(config, out, progress, task, model, init, probe, stages=None, **loss_kw) -> _Trained:
+    """Train ``model.loss(params, batch, **loss_kw)`` on fresh batches of ``task`` for all the
+    config's seeds in one sweep, recording ``probe(params)`` and the loss on one fixed test
     set, on which every baseline is scored too."""
     test = _test_set(task, config)
-    test_loss = _mean_loss_fn(ce, test)
+    test_loss = _test_loss_fn(model, test, **loss_kw)
     batch_size = config["batch_size"]
 
     def loss(params, batch):
-        return jnp.mean(ce(params, batch.tokens_BxT, batch.label_probs_BxS))
+        return model.loss(params, batch, **loss_kw)
 
     def record(params):
         return {**probe(params), "test_loss": test_loss(params)}
@@ -230,14 +211,14 @@ def _single_parent(graph_name: str):
             out,
             progress,
             task,
-            _catformer_ce,
-            lambda key, hp: catformer_init(None, model),
-            lambda params: parent_attention_metrics(layer1_positional_attention(params)[0], dag),
+            model,
+            lambda key, hp: model.init(key),
+            lambda params: parent_attention_metrics(model.positional_attention(params)[0], dag),
         )
         res, m, steps, base = trained.result, trained.metrics, trained.steps, trained.baselines
         params0 = jax.tree.map(lambda x: x[0, 0], res.params)
         name = graph_name
-        attn0 = np.asarray(layer1_positional_attention(params0)[0])
+        attn0 = np.asarray(model.positional_attention(params0)[0])
         plot_heatmaps(
             out / f"fig2_{name}.png",
             [
@@ -338,7 +319,7 @@ MULTI_QUICK = {"steps": 3000, "batch_size": 256, "test_size": 8192, "record_ever
 def run_multiparent(config: dict, out: Path, progress: bool = True) -> dict:
     task = dag_task("fig5", vocab_size=config["vocab_size"], seq_len=config["seq_len"], alpha=config["alpha"], roots=config["roots"])
     s, t = task.vocab_size, task.seq_len
-    model = CatFormer(s, t, (2, 1))
+    model = CatFormer(s, t, (2, 1), init_dist="normal", init_scale=config["init_scale"])
     inputs = task.graph.parents[:-1]
     k = max(len(p) for p in inputs)
     full = [i for i, p in enumerate(inputs) if len(p) == k]
@@ -346,26 +327,17 @@ def run_multiparent(config: dict, out: Path, progress: bool = True) -> dict:
     slots = np.array([inputs[i] for i in full])  # [M, k]
 
     def slot_attention(params):
-        attn = layer1_positional_attention(params)  # [H, T, T]
+        attn = model.positional_attention(params)  # [H, T, T]
         return {"slot_attention": jnp.stack([attn[:, rows, slots[:, j]].mean(-1) for j in range(k)], -1)}  # [H, k]
 
-    init_scale = config["init_scale"]
-    trained = _train_task(
-        config,
-        out,
-        progress,
-        task,
-        _catformer_ce,
-        lambda key, hp: catformer_init(key, model, "normal", init_scale),
-        slot_attention,
-    )
+    trained = _train_task(config, out, progress, task, model, lambda key, hp: model.init(key), slot_attention)
     res, m, steps, base = trained.result, trained.metrics, trained.steps, trained.baselines
     matchings = []
     for r in range(len(res.seeds)):
         params_r = jax.tree.map(lambda x: x[0, r], res.params)
-        matchings.append(head_parent_matching(layer1_positional_attention(params_r), inputs))
+        matchings.append(head_parent_matching(model.positional_attention(params_r), inputs))
     params0 = jax.tree.map(lambda x: x[0, 0], res.params)
-    attn0 = np.asarray(layer1_positional_attention(params0))
+    attn0 = np.asarray(model.positional_attention(params0))
     plot_heatmaps(
         out / "fig5_multiparent.png",
         [{"matrix": _true_adjacency(task.graph.parents, t + 1)[:, :t], "title": "causal graph G (target last)", "cmap": "Greys"}]
@@ -487,14 +459,14 @@ def run_fig9(config: dict, out: Path, progress: bool = True) -> dict:
 
     def metrics(params, step, hp):
         dag = jnp.asarray(dags)[hp["graph"].astype(jnp.int32)]
-        return parent_attention_metrics(layer1_positional_attention(params)[0], dag)
+        return parent_attention_metrics(model.positional_attention(params)[0], dag)
 
     res = _sweep(
         config,
         out,
         progress,
-        _catformer_loss,
-        lambda key, hp: catformer_init(None, model),
+        model.loss,
+        lambda key, hp: model.init(key),
         [_stage(config)],
         sample,
         metrics,
@@ -603,24 +575,22 @@ def run_staged(config: dict, out: Path, progress: bool = True) -> dict:
     task = tree_task(config["graph"], vocab_size=config["vocab_size"], seq_len=config["seq_len"], alpha=config["alpha"], graph_seed=config["graph_seed"])
     s, t, eps = task.vocab_size, task.seq_len, config["eps"]
     dag = task.graph.dag_array()
-    params0 = reduced_init(t, s, config["beta0"])
+    model = ReducedModel(s, t, beta0=config["beta0"])
+    params0 = model.init()
     stages = [
         engine.Stage(config["stage1_steps"], groups="A1", learning_rate=config["stage1_lr"], name="A1"),
         engine.Stage(config["stage2_steps"], groups="A2", learning_rate=config["stage2_lr"], name="A2"),
     ]
 
     def loss(params, batch):
-        return reduced_loss(params, batch, eps=eps)
-
-    def ce(params, tokens, labels):
-        return cross_entropy_probs(reduced_probs(params, tokens), labels, eps=eps)
+        return model.loss(params, batch, eps=eps)
 
     def probe(params):
         a2 = params["A2"]
         off = (jnp.sum(a2) - jnp.trace(a2)) / (s * (s - 1))
-        return {**parent_attention_metrics(reduced_layer1_attention(params), dag), "A2_diag_minus_offdiag": jnp.trace(a2) / s - off}
+        return {**parent_attention_metrics(model.layer1_attention(params), dag), "A2_diag_minus_offdiag": jnp.trace(a2) / s - off}
 
-    trained = _train_task(config, out, progress, task, ce, params0, probe, stages)
+    trained = _train_task(config, out, progress, task, model, params0, probe, stages, eps=eps)
     res, m, steps, base = trained.result, trained.metrics, trained.steps, trained.baselines
     # the same two stages as an exact gradient flow of one fixed batch (time t = η·steps)
     flow_batch = task.sample(jax.random.fold_in(jax.random.key(config["seed"]), 1), config["flow_batch"])
@@ -649,7 +619,7 @@ def run_staged(config: dict, out: Path, progress: bool = True) -> dict:
         ood_test = other.sample(jax.random.fold_in(jax.random.key(config["seed"]), 2), config["test_size"])
         ob = _baselines(other, ood_test)
         ood[f"alpha={a:g}"] = {
-            "model_loss": float(_mean_loss_fn(ce, ood_test)(final0)),
+            "model_loss": float(_test_loss_fn(model, ood_test, eps=eps)(final0)),
             "bayes_loss": ob["bayes"]["loss"],
             "unigram_loss": ob["unigram"]["loss"],
             "oracle_loss": ob["oracle"]["loss"],
@@ -760,25 +730,21 @@ MLP_DEFAULTS = {
 MLP_QUICK = {"steps": 1000, "batch_size": 256, "test_size": 8192, "record_every": 50, "seeds": 2}
 
 
-def _mlp_ce(params, tokens, labels):
-    return cross_entropy_logits(mlp_transformer_logits(params, tokens), labels)
-
-
 def run_mlp(config: dict, out: Path, progress: bool = True) -> dict:
     """Fig. 8: the standard-residual transformer with value matrices and MLPs (spec §3.4) on
     the chain; layer-1 attention averaged over a batch of real sequences (token blocks
     included, unlike Figs 2/9 which read the positional block of A1)."""
     task = tree_task("chain", vocab_size=config["vocab_size"], seq_len=config["seq_len"], alpha=config["alpha"])
     s, t = task.vocab_size, task.seq_len
-    model = MLPTransformer(s, t, config["num_layers"])
+    model = fig8_transformer(s, t, config["num_layers"])
     dag = task.graph.dag_array()
     probe = _test_set(task, config).tokens_BxT[: config["attention_batch"]]
 
     def attention(params):
-        attn = mlp_transformer_attention(params, probe)[0].mean(0)  # [T, T], batch average
+        attn = model.attention(params, probe)[0][:, 0].mean(0)  # layer 1, its one head: [T, T], batch average
         return {**parent_attention_metrics(attn, dag), "attention": attn}
 
-    trained = _train_task(config, out, progress, task, _mlp_ce, lambda key, hp: mlp_transformer_init(key, model), attention)
+    trained = _train_task(config, out, progress, task, model, lambda key, hp: model.init(key), attention)
     m, steps, base = trained.metrics, trained.steps, trained.baselines
     plot_heatmaps(
         out / "fig8_mlp_attention.png",

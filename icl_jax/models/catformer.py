@@ -1,4 +1,5 @@
-r"""The disentangled transformer ("CatFormer") of Nichani, Damian & Lee (spec §3.1).
+r"""The disentangled transformer ("CatFormer") of Nichani, Damian & Lee (Nichani et al. §3.1;
+docs/models.md#catformer).
 
 Residual stream h_i^(0) = [e_{x_i}; e_i] ∈ R^{S+T}. Layer ℓ has m_ℓ heads, each a bilinear
 score matrix A: u_ij = h_iᵀ A h_j for j ≤ i (the mask includes the diagonal), s = softmax_j u,
@@ -8,15 +9,13 @@ logits = Wᵀ h^(L)_{T−1} at the last position. No scaling, values, biases, no
 
 Parameters are a plain dict ``{"A1": [m_1, d_0, d_0], …, "AL": [m_L, d_{L−1}, d_{L−1}],
 "W": [d_L, S]}``: the top-level keys are the engine's parameter groups, and every shape
-(S, T, heads) is read from the arrays, so :func:`catformer_logits` needs no config.
+(S, T, heads) is read from the arrays.
 
-Two forwards, equal up to float rounding (tested):
-
-* :func:`catformer_logits` computes only what the readout needs, exactly: layer 1 exploits
-  the one-hot embedding (scores are gathers of rows of A, no d_0-wide matmuls), and the last
-  layer is evaluated at the query position only (one row of attention instead of T).
-* :func:`catformer_stream` is the naive design of the official code: full attention at every
-  position in every layer; it also accepts continuous embeddings (causality tests).
+:meth:`CatFormer.apply` computes only what the readout needs, exactly: layer 1 exploits the
+one-hot embedding (scores are gathers of rows of A, no d_0-wide matmuls), and the last layer
+is evaluated at the query position only (one row of attention instead of T). It equals the
+naive full-attention design of the official code (:mod:`icl_jax.models.reference`) up to
+float rounding (tested).
 """
 
 from __future__ import annotations
@@ -28,47 +27,55 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = [
-    "CatFormer",
-    "catformer_init",
-    "catformer_logits",
-    "catformer_stream",
-    "catformer_logits_naive",
-    "catformer_embed",
-    "catformer_heads",
-    "layer1_positional_attention",
-    "catformer_attention",
-    "catformer_reference_params",
-    "stream_blocks",
-]
+from icl_jax.losses import cross_entropy_logits, targets
+from icl_jax.models.protocol import MeanLoss
+
+__all__ = ["CatFormer", "catformer_embed", "catformer_heads", "layer1_positional_attention", "stream_blocks"]
 
 
 def _layer_names(num_layers: int) -> list[str]:
     return [f"A{l + 1}" for l in range(num_layers)]
 
 
+_INITS = ("zero", "normal")
+
+
 @dataclasses.dataclass(frozen=True)
-class CatFormer:
-    """Static shape of a disentangled transformer (spec §3.1).
+class CatFormer(MeanLoss):
+    """A disentangled transformer (Nichani et al. §3.1), following the model protocol.
 
     Attributes:
       vocab_size: S >= 2.
       seq_len: T >= 2 (the positional one-hot has exactly T entries).
       heads: heads per layer, e.g. ``(1, 1)`` (single parent) or ``(2, 1)`` (multi-parent).
+      init_dist: ``"zero"`` (single-parent recipe: uniform attention, uniform output) or
+        ``"normal"`` (multi-parent recipe: every A ~ ``init_scale``·N(0, 1), W = 0, which
+        breaks the symmetry between heads of one layer).
+      init_scale: standard deviation of the normal init.
+
+    ``apply`` returns **logits** ``[B, S]`` of the token after position T−1 (the query).
     """
 
     vocab_size: int
     seq_len: int
     heads: tuple[int, ...] = (1, 1)
+    init_dist: str = "zero"
+    init_scale: float = 1e-4
+
+    output = "logits"
 
     def __post_init__(self):
         object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
-        if int(self.vocab_size) != self.vocab_size or self.vocab_size < 2:
+        if isinstance(self.vocab_size, bool) or int(self.vocab_size) != self.vocab_size or self.vocab_size < 2:
             raise ValueError(f"vocab_size must be an integer >= 2 (got {self.vocab_size!r})")
-        if int(self.seq_len) != self.seq_len or self.seq_len < 2:
+        if isinstance(self.seq_len, bool) or int(self.seq_len) != self.seq_len or self.seq_len < 2:
             raise ValueError(f"seq_len must be an integer >= 2 (got {self.seq_len!r})")
         if len(self.heads) < 1 or min(self.heads) < 1:
             raise ValueError(f"heads must list >= 1 head for each of >= 1 layers (got {self.heads!r})")
+        if self.init_dist not in _INITS:
+            raise ValueError(f"init_dist must be one of {_INITS} (got {self.init_dist!r})")
+        if not self.init_scale > 0:
+            raise ValueError(f"init_scale must be > 0 (got {self.init_scale!r})")
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -83,32 +90,89 @@ class CatFormer:
         d = self.widths
         return sum(m * d[l] ** 2 for l, m in enumerate(self.heads)) + d[-1] * self.vocab_size
 
+    def init(self, key: jax.Array | None = None, scale=None) -> dict:
+        """Initial parameters. ``key`` is used by ``init_dist="normal"`` only; ``scale``
+        overrides ``init_scale`` and may be a traced scalar (a swept init scale)."""
+        d = self.widths
+        names = _layer_names(len(self.heads))
+        scale = self.init_scale if scale is None else scale
+        if self.init_dist == "normal":
+            if key is None:
+                raise ValueError("key: init_dist='normal' needs a PRNG key")
+            keys = jax.random.split(key, len(names))
+        params = {}
+        for l, (name, m) in enumerate(zip(names, self.heads)):
+            shape = (m, d[l], d[l])
+            params[name] = jnp.zeros(shape) if self.init_dist == "zero" else scale * jax.random.normal(keys[l], shape)
+        params["W"] = jnp.zeros((d[-1], self.vocab_size))
+        return params
 
-def catformer_init(key: jax.Array | None, model: CatFormer, init: str = "zero", scale=1e-4) -> dict:
-    """Initial parameters (spec §3.1).
+    def apply(self, params: dict, tokens_BxT: jax.Array) -> jax.Array:
+        """Next-token logits at the last position, ``[B, S]`` (efficient, exact forward)."""
+        return _logits(params, tokens_BxT)
 
-    Args:
-      key: typed PRNG key (unused for ``init="zero"``; may be None then).
-      model: the static shape.
-      init: ``"zero"`` (single-parent recipe: uniform attention, uniform output) or
-        ``"normal"`` (multi-parent recipe: every A ~ ``scale``·N(0, 1), W = 0, which breaks
-        the symmetry between heads of one layer).
-      scale: standard deviation of the normal init (may be a traced scalar).
-    """
-    if init not in ("zero", "normal"):
-        raise ValueError(f"init must be 'zero' or 'normal' (got {init!r})")
-    d = model.widths
-    names = _layer_names(len(model.heads))
-    params = {}
-    if init == "normal":
-        if key is None:
-            raise ValueError("init='normal' needs a PRNG key")
-        keys = jax.random.split(key, len(names))
-    for l, (name, m) in enumerate(zip(names, model.heads)):
-        shape = (m, d[l], d[l])
-        params[name] = jnp.zeros(shape) if init == "zero" else scale * jax.random.normal(keys[l], shape)
-    params["W"] = jnp.zeros((d[-1], model.vocab_size))
-    return params
+    def per_example_loss(self, params: dict, batch, *, labels: str = "soft") -> jax.Array:
+        """Cross-entropy of softmax(logits), ``[B]``; ``labels="soft"`` (the official target
+        π(x_T, ·)) or ``"hard"`` (the sampled label)."""
+        logits = self.apply(params, batch.tokens_BxT)
+        return cross_entropy_logits(logits, targets(batch, labels, logits.shape[-1], logits.dtype))
+
+    def attention(self, params: dict, tokens_BxT: jax.Array) -> list[jax.Array]:
+        """Full attention of every layer on real sequences (token blocks included), one
+        ``[B, H, T, T]`` array per layer (row i: causal softmax over j ≤ i)."""
+        s, _ = _check_shapes(params, tokens_BxT)
+        layers, w = _split(params)
+        h = catformer_embed(tokens_BxT, s, w.dtype)
+        maps = []
+        for a in layers:
+            h, attn = attend_all(h, a)
+            maps.append(attn)
+        return maps
+
+    def positional_attention(self, params: dict) -> jax.Array:
+        """Layer-1 position-block attention ``[H, T, T]`` (Figs. 2, 5 and 9)."""
+        return layer1_positional_attention(params, self.vocab_size)
+
+    def stream_blocks(self) -> list[tuple[str, int, int]]:
+        """Named blocks of the final stream (see :func:`stream_blocks`)."""
+        return stream_blocks(self.vocab_size, self.seq_len, self.heads)
+
+    def reference_params(self, parents: Sequence[int], c: float = 50.0, beta: float = 50.0, gamma: float = 1.0) -> dict:
+        """Hand-set two-layer weights that implement the count estimator (Nichani et al.
+        §3.2; docs/models.md#catformer).
+
+        Args:
+          parents: official dag array over the T−1 context positions (−1 = root); the
+            query is position T−1.
+          c: layer-1 position block c·Adj (position i attends to p(i)); also the layer-2
+            bias that removes roots and the query from the keys (their layer-1 token part
+            is not a parent token).
+          beta: layer-2 block (query token) × (key's layer-1 token part) = β·I.
+          gamma: W reads the layer-2 raw-token block with γ·I.
+
+        As c, β → ∞, logits/γ → the in-context empirical conditional N(x_T, ·)/N(x_T) over
+        positions whose parent token equals the query token (when N(x_T) > 0).
+        """
+        dag = np.asarray(parents)
+        if self.heads != (1, 1) or len(dag) + 1 != self.seq_len:
+            raise ValueError(
+                f"parents: the reference construction needs heads=(1, 1) and len(parents) = seq_len − 1 = "
+                f"{self.seq_len - 1} (got heads={self.heads}, len(parents)={len(dag)})"
+            )
+        s, t = self.vocab_size, self.seq_len
+        d0 = s + t
+        a1 = np.zeros((1, d0, d0), np.float32)
+        for i, p in enumerate(dag):
+            if p >= 0:
+                a1[0, s + i, s + p] = c
+        d1 = 2 * d0
+        a2 = np.zeros((1, d1, d1), np.float32)
+        a2[0, :s, d0 : d0 + s] = beta * np.eye(s)
+        no_parent = [j for j, p in enumerate(dag) if p < 0] + [t - 1]
+        a2[0, s + t - 1, [s + j for j in no_parent]] = -c
+        w = np.zeros((2 * d1, s), np.float32)
+        w[d1 : d1 + s] = gamma * np.eye(s)
+        return {"A1": jnp.asarray(a1), "A2": jnp.asarray(a2), "W": jnp.asarray(w)}
 
 
 def _split(params: dict) -> tuple[list[jax.Array], jax.Array]:
@@ -160,32 +224,13 @@ def _causal_softmax(u_BxHxQxK: jax.Array, offset: int = 0) -> jax.Array:
     return jax.nn.softmax(jnp.where(mask, u_BxHxQxK, -jnp.inf), axis=-1)
 
 
-def _attend_all(h_BxTxD: jax.Array, a_HxDxD: jax.Array) -> tuple[jax.Array, jax.Array]:
+def attend_all(h_BxTxD: jax.Array, a_HxDxD: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One dense layer at every position; returns (new stream, attention)."""
     u = jnp.einsum("bid,hde,bje->bhij", h_BxTxD, a_HxDxD, h_BxTxD)
     s = _causal_softmax(u)
     o = jnp.einsum("bhij,bjd->bihd", s, h_BxTxD)
     b, t, d = h_BxTxD.shape
     return jnp.concatenate([h_BxTxD, o.reshape(b, t, -1)], axis=-1), s
-
-
-def catformer_stream(params: dict, h0_BxTxD: jax.Array) -> jax.Array:
-    """Naive forward (official design): the full stream h^(L) at every position.
-
-    ``h0_BxTxD`` is any embedding of width d_0 (usually :func:`catformer_embed`)."""
-    layers, _ = _split(params)
-    h = h0_BxTxD
-    for a in layers:
-        h, _ = _attend_all(h, a)
-    return h
-
-
-def catformer_logits_naive(params: dict, tokens_BxT: jax.Array) -> jax.Array:
-    """Logits Wᵀ h^(L)_{T−1} through :func:`catformer_stream` (reference forward)."""
-    s, _ = _check_shapes(params, tokens_BxT)
-    w = params["W"]
-    h = catformer_stream(params, catformer_embed(tokens_BxT, s, w.dtype))
-    return h[:, -1] @ w
 
 
 def _layer1(a_HxDxD: jax.Array, tokens_BxT: jax.Array, s: int) -> tuple[jax.Array, jax.Array]:
@@ -207,10 +252,8 @@ def _layer1(a_HxDxD: jax.Array, tokens_BxT: jax.Array, s: int) -> tuple[jax.Arra
     return out.reshape(b, t, -1), attn
 
 
-def catformer_logits(params: dict, tokens_BxT: jax.Array) -> jax.Array:
-    """Next-token logits at the last position (efficient, exact forward).
-
-    Feed ``jax.nn.log_softmax`` of these to the loss (never log of softmax)."""
+def _logits(params: dict, tokens_BxT: jax.Array) -> jax.Array:
+    """Next-token logits at the last position (efficient, exact forward)."""
     s, t = _check_shapes(params, tokens_BxT)
     layers, w = _split(params)
     dtype = w.dtype
@@ -220,7 +263,7 @@ def catformer_logits(params: dict, tokens_BxT: jax.Array) -> jax.Array:
         o1, _ = _layer1(layers[0], tokens_BxT, s)
         h = jnp.concatenate([h, o1], axis=-1)
         for a in layers[1:-1]:
-            h, _ = _attend_all(h, a)
+            h, _ = attend_all(h, a)
     last = layers[-1]
     if len(layers) == 1:
         # single layer: its query-row attention straight from the one-hot gathers
@@ -242,21 +285,8 @@ def layer1_positional_attention(params: dict, vocab_size: int | None = None) -> 
     return _causal_softmax(a[:, s:, s:])
 
 
-def catformer_attention(params: dict, tokens_BxT: jax.Array) -> list[jax.Array]:
-    """Full attention of every layer on real sequences (token blocks included), one
-    [B, H, T, T] array per layer (naive path; for analysis, e.g. Fig. 8)."""
-    s, _ = _check_shapes(params, tokens_BxT)
-    layers, w = _split(params)
-    h = catformer_embed(tokens_BxT, s, w.dtype)
-    maps = []
-    for a in layers:
-        h, attn = _attend_all(h, a)
-        maps.append(attn)
-    return maps
-
-
 def stream_blocks(vocab_size: int, seq_len: int, heads: Sequence[int]) -> list[tuple[str, int, int]]:
-    """Named [start, stop) blocks of the final stream h^(L) (spec §3.1 index map), e.g.
+    """Named [start, stop) blocks of the final stream h^(L) (Nichani et al. §3.1 index map), e.g.
     ``("L2h0 token", 60, 70)`` = layer-2 head-0 average of raw tokens."""
     blocks = [("token", 0, vocab_size), ("position", vocab_size, vocab_size + seq_len)]
     for l, m in enumerate(heads):
@@ -266,38 +296,3 @@ def stream_blocks(vocab_size: int, seq_len: int, heads: Sequence[int]) -> list[t
             off = width * (h + 1)
             blocks += [(f"L{l + 1}h{h} {name}", a + off, b + off) for name, a, b in prev]
     return blocks
-
-
-def catformer_reference_params(
-    parents: Sequence[int], vocab_size: int, c: float = 50.0, beta: float = 50.0, gamma: float = 1.0
-) -> dict:
-    """Hand-set two-layer weights that implement the count estimator (spec §3.2).
-
-    Args:
-      parents: official dag array over the T−1 context positions (−1 = root); the query
-        is position T−1.
-      vocab_size: S.
-      c: layer-1 position block c·Adj (position i attends to p(i)); also the layer-2 bias
-        that removes roots and the query from the keys (their layer-1 token part is not a
-        parent token).
-      beta: layer-2 block (query token) × (key's layer-1 token part) = β·I.
-      gamma: W reads the layer-2 raw-token block with γ·I.
-
-    As c, β → ∞, logits/γ → the in-context empirical conditional N(x_T, ·)/N(x_T) over
-    positions whose parent token equals the query token (when N(x_T) > 0).
-    """
-    dag = np.asarray(parents)
-    s, t = vocab_size, len(dag) + 1
-    d0 = s + t
-    a1 = np.zeros((1, d0, d0), np.float32)
-    for i, p in enumerate(dag):
-        if p >= 0:
-            a1[0, s + i, s + p] = c
-    d1 = 2 * d0
-    a2 = np.zeros((1, d1, d1), np.float32)
-    a2[0, :s, d0 : d0 + s] = beta * np.eye(s)
-    no_parent = [j for j, p in enumerate(dag) if p < 0] + [t - 1]
-    a2[0, s + t - 1, [s + j for j in no_parent]] = -c
-    w = np.zeros((2 * d1, s), np.float32)
-    w[d1 : d1 + s] = gamma * np.eye(s)
-    return {"A1": jnp.asarray(a1), "A2": jnp.asarray(a2), "W": jnp.asarray(w)}

@@ -1,6 +1,6 @@
 r"""Sufficient-statistics forward of the simplified Chen model (content-free copier).
 
-In the simplified model (spec §3.4) layer-1 attention depends only on positions, so head
+In the simplified model (Chen et al. §3.4) layer-1 attention depends only on positions, so head
 h's feature v_l^{(h)} is a function of the *window code* of position l: the tokens at
 offsets 1..K (K = ``model.max_offset``), with a pad symbol d where l − k < 1. Hence
 
@@ -14,7 +14,7 @@ sequence. With :func:`compress_window_stats` (host-side, for fixed datasets) equ
 (code, token) pairs of a sequence are merged with their count n, so the cost is the number
 of *distinct* pairs per sequence (a few tens at α = 0.1, L = 100).
 
-The result equals :func:`icl_jax.models.induction.induction_probs` up to float rounding
+The result equals :func:`icl_jax.models.induction_layers.induction_probs` up to float rounding
 (tested). Not available for the full model or a self offset (content-dependent layer 1).
 """
 
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_jax.losses import cross_entropy_probs, official_double_softmax_ce
+from icl_jax.models.induction_layers import masked_softmax, normalise, subset_kernel_sum
 
 __all__ = [
     "WindowStats",
@@ -145,23 +145,19 @@ def _reachable_codes(model):
 
 
 def _code_features(params, model, tokens_CxK: np.ndarray) -> jax.Array:
-    """Normalised head features ``[C, H, d]`` of each window (spec §3.1)."""
-    from icl_jax.models.induction import _masked_softmax, _normalise
-
+    """Normalised head features ``[C, H, d]`` of each window (Chen et al. §3.1)."""
     d = model.vocab_size
     valid = (tokens_CxK < d)[:, :, None] & model.window_mask()[None]  # [C, K, H]
     w = params["W"]
-    attn = _masked_softmax(jnp.broadcast_to(w[None], valid.shape), jnp.asarray(valid), axis=1)
+    attn = masked_softmax(jnp.broadcast_to(w[None], valid.shape), jnp.asarray(valid), axis=1)
     onehot = jax.nn.one_hot(tokens_CxK, d, dtype=w.dtype)  # pad → zero row
     u = sum(attn[:, k, :, None] * onehot[:, k, None, :] for k in range(tokens_CxK.shape[1]))  # [C, H, d]
-    return _normalise(u, params, model)
+    return normalise(u, params, model)
 
 
 def window_similarity_table(params, model) -> jax.Array:
-    from icl_jax.models.induction import subset_kernel_sum
-
     """Sim ``[d^K, C]``: selector similarity of every query window with every reachable
-    position window (C of the (d+1)^K codes, pads a suffix) (spec §3.2, same ReLU and exact products as the position-wise model)."""
+    position window (C of the (d+1)^K codes, pads a suffix) (Chen et al. §3.2, same ReLU and exact products as the position-wise model)."""
     _check_model(model)
     d = model.vocab_size
     vq = _code_features(params, model, _code_tokens(model, d))
@@ -186,12 +182,3 @@ def induction_probs_from_stats(params, stats: WindowStats, model) -> jax.Array:
     votes = stats.token_BxP[:, :, None] == jnp.arange(model.vocab_size)[None, None, :]
     num = jnp.sum(jnp.where(votes, w[:, :, None], 0.0), axis=1)
     return num / jnp.sum(w, axis=1, keepdims=True)
-
-
-def stats_per_example_loss(params, stats: WindowStats, model, *, loss: str, labels: str, eps: float) -> jax.Array:
-    probs = induction_probs_from_stats(params, stats, model)
-    d = model.vocab_size
-    y = jax.nn.one_hot(stats.label_B, d, dtype=probs.dtype) if labels == "hard" else stats.label_probs_BxS
-    if loss == "official":
-        return official_double_softmax_ce(probs, y)
-    return cross_entropy_probs((probs + eps) / (1.0 + d * eps), y)

@@ -1,4 +1,5 @@
-r"""The reduced two-layer model of Nichani et al.'s theory (spec §3.3).
+r"""The reduced two-layer model of Nichani et al.'s theory (Nichani et al. §3.3;
+docs/models.md#reduced-model).
 
 Trainable A1 ∈ R^{T×T} (positional attention only) and A2 ∈ R^{S×S}:
 
@@ -6,32 +7,71 @@ Trainable A1 ∈ R^{T×T} (positional attention only) and A2 ∈ R^{S×S}:
 * layer 2: σ_j = softmax_{j≤T}(e_{x_T}ᵀ A2 v_j) (the query is position T, all j attend);
 * output:  f_θ(X) = Σ_j σ_j e_{x_j} ∈ Δ^S (a mixture of the context tokens, no readout).
 
-The loss is −log f_y, or with soft labels Y and the documented floor ε,
-−Σ_b Y_b log(f_b + ε) (spec §3.3 caveat: f_b = 0 whenever b never occurs in the context, so
-ε = 0 can give +∞ at small T). Parameters ``{"A1": [T, T], "A2": [S, S]}``; the top-level
-keys are the engine's stage groups (Algorithm 1 trains A1, then A2).
+The loss is −Σ_b Y_b log(f_b + ε) with the library's floor ε (f_b = 0 whenever b never
+occurs in the context, so ε = 0 can give +∞ at small T). Parameters
+``{"A1": [T, T], "A2": [S, S]}``; the top-level keys are the engine's stage groups
+(Algorithm 1 trains A1, then A2), and the theory differentiates ``params["A1"]`` directly.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
-from icl_jax.losses import cross_entropy_probs
+from icl_jax.losses import DEFAULT_EPS, cross_entropy_probs, targets
+from icl_jax.models.protocol import MeanLoss
 
-__all__ = ["reduced_init", "reduced_probs", "reduced_loss", "reduced_layer1_attention", "DEFAULT_EPS"]
-
-DEFAULT_EPS = 1e-3
-"""Default ε of the floored soft-label loss (spec §3.3 suggests 1e-2 or 1e-3)."""
+__all__ = ["ReducedModel", "reduced_layer1_attention", "reduced_probs"]
 
 
-def reduced_init(seq_len: int, vocab_size: int, beta0=1.0, dtype=jnp.float32) -> dict:
-    """A1 = 0, A2 = β0·I_S (the initialisation of Algorithm 1, spec §5.2)."""
-    if int(seq_len) != seq_len or seq_len < 2:
-        raise ValueError(f"seq_len must be an integer >= 2 (got {seq_len!r})")
-    if int(vocab_size) != vocab_size or vocab_size < 2:
-        raise ValueError(f"vocab_size must be an integer >= 2 (got {vocab_size!r})")
-    return {"A1": jnp.zeros((seq_len, seq_len), dtype), "A2": beta0 * jnp.eye(vocab_size, dtype=dtype)}
+@dataclasses.dataclass(frozen=True)
+class ReducedModel(MeanLoss):
+    """The (A1, A2) model, following the model protocol.
+
+    Attributes:
+      vocab_size: S >= 2.
+      seq_len: T >= 2.
+      beta0: the initial A2 = β0·I_S (Algorithm 1; Nichani et al. §5.2).
+
+    ``apply`` returns **probabilities** ``[B, S]`` (a mixture of the context tokens).
+    """
+
+    vocab_size: int
+    seq_len: int
+    beta0: float = 1.0
+
+    output = "probs"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "seq_len"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or v < 2:
+                raise ValueError(f"{name} must be an integer >= 2 (got {v!r})")
+
+    def init(self, key: jax.Array | None = None, beta0=None, dtype=jnp.float32) -> dict:
+        """A1 = 0, A2 = β0·I_S (deterministic: ``key`` is accepted and ignored). ``beta0``
+        overrides the config's and may be a traced scalar."""
+        beta0 = self.beta0 if beta0 is None else beta0
+        return {
+            "A1": jnp.zeros((self.seq_len, self.seq_len), dtype),
+            "A2": beta0 * jnp.eye(self.vocab_size, dtype=dtype),
+        }
+
+    def apply(self, params: dict, tokens_BxT: jax.Array) -> jax.Array:
+        """f_θ(X) = Σ_j σ_j e_{x_j}, ``[B, S]``."""
+        return reduced_probs(params, tokens_BxT)
+
+    def per_example_loss(self, params: dict, batch, *, labels: str = "soft", eps=DEFAULT_EPS) -> jax.Array:
+        """−Σ_b Y_b log(f_b + ε), ``[B]``: Y the true law (``labels="soft"``, the official
+        target) or the one-hot sampled label (``"hard"``, the paper's); ε = 0 is unfloored."""
+        probs = self.apply(params, batch.tokens_BxT)
+        return cross_entropy_probs(probs, targets(batch, labels, probs.shape[-1], probs.dtype), eps=eps)
+
+    def layer1_attention(self, params: dict) -> jax.Array:
+        """s¹ ``[T, T]`` (see :func:`reduced_layer1_attention`)."""
+        return reduced_layer1_attention(params)
 
 
 def reduced_layer1_attention(params: dict) -> jax.Array:
@@ -43,7 +83,7 @@ def reduced_layer1_attention(params: dict) -> jax.Array:
 
 
 def reduced_probs(params: dict, tokens_BxT: jax.Array) -> jax.Array:
-    """f_θ(X) = Σ_j σ_j e_{x_j}, shape [B, S]."""
+    """f_θ(X) = Σ_j σ_j e_{x_j}, shape [B, S] (config-free: shapes come from A1, A2)."""
     a1, a2 = params["A1"], params["A2"]
     t, s = a1.shape[0], a2.shape[0]
     if a1.shape != (t, t) or a2.shape != (s, s):
@@ -54,24 +94,3 @@ def reduced_probs(params: dict, tokens_BxT: jax.Array) -> jax.Array:
     v_BxTxS = jnp.einsum("jk,bks->bjs", reduced_layer1_attention(params), x_BxTxS)
     score_BxT = jnp.einsum("bs,st,bjt->bj", x_BxTxS[:, -1], a2, v_BxTxS)
     return jnp.einsum("bj,bjs->bs", jax.nn.softmax(score_BxT, axis=-1), x_BxTxS)
-
-
-def reduced_loss(params: dict, batch, eps=DEFAULT_EPS, labels: str = "soft") -> jax.Array:
-    """Batch-mean loss of the reduced model (spec §4).
-
-    Args:
-      params: ``{"A1", "A2"}``.
-      batch: a :class:`~icl_jax.Batch`.
-      eps: floor ε in −Σ_b Y_b log(f_b + ε) (``labels="soft"``) or −log(f_y + ε)
-        (``labels="hard"``, y = ``batch.label_B``); 0 gives the unfloored loss.
-      labels: ``"soft"`` (the official soft label π(x_T, ·)) or ``"hard"`` (sampled y,
-        the paper's convention; same expectation).
-    """
-    if labels not in ("soft", "hard"):
-        raise ValueError(f"labels must be 'soft' or 'hard' (got {labels!r})")
-    probs = reduced_probs(params, batch.tokens_BxT)
-    if labels == "soft":
-        target = batch.label_probs_BxS.astype(probs.dtype)
-    else:
-        target = jax.nn.one_hot(batch.label_B, probs.shape[-1], dtype=probs.dtype)
-    return jnp.mean(cross_entropy_probs(probs, target, eps=eps))

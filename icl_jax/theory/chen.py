@@ -22,7 +22,7 @@ S ⊆ [H], |S| ≤ D. Subsets are named by the offsets their heads copy under ex
 **Stage I (§6.3, derived here and checked against ``jax.grad``).** With
 p_S = c_S²/‖c‖², K_S(l) = Π_{h∈S}⟨v_q^{(h)}, v_l^{(h)}⟩₊ (K_∅ = 1), σ = softmax_l(a·sim) and
 ŷ = Σ_l σ_l x_l, the ε-floored hard-label loss −log((ŷ_y + ε)/(1 + dε)) of
-:func:`~icl_jax.models.induction.induction_loss` has, **exactly at every a**,
+:meth:`InductionModel.loss <icl_jax.models.induction.InductionModel.per_example_loss>` has, **exactly at every a**,
 
 .. math::
     \frac{∂ℓ}{∂c_S} = -a\,\frac{2c_S}{\|c\|^2}\big(g_S - \textstyle\sum_{S'} p_{S'} g_{S'}\big),
@@ -57,7 +57,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
-from icl_jax.models.induction import DEFAULT_LOSS_EPS, InductionModel, copier_features, selector_similarity
+from icl_jax.losses import DEFAULT_EPS
+from icl_jax.models.induction import InductionModel
+from icl_jax.models.induction_layers import copier_features, selector_similarity
 from icl_jax.tasks.graphs import ngram_offsets
 from icl_jax.tasks.priors import ngram_window_stationary, sample_dirichlet
 from icl_jax.theory.chi2 import weighted_chi2_mutual_information
@@ -456,13 +458,13 @@ def _replicator_from_c(g_S, t_T, a, c0_S):
 
 
 # ------------------------------------------------------------ stage I: gradient on c
-def selector_kernels(params, tokens_BxL: jax.Array, model: InductionModel) -> jax.Array:
+def selector_kernels(params, tokens_BxT: jax.Array, model: InductionModel) -> jax.Array:
     """K_S(l) = Π_{h∈S}⟨v_q^{(h)}, v_l^{(h)}⟩₊ for every selector subset, ``[B, L, n_subsets]``
     (spec §3.2), from the model's own copier features at ``params["W"]``: the model's
     similarity with c one-hot on S."""
-    v = copier_features(params, tokens_BxL, model)
+    v = copier_features(params, tokens_BxT, model)
     eye = jnp.eye(model.num_subsets, dtype=params["C"].dtype)
-    one = lambda c: selector_similarity({**params, "C": c}, v, tokens_BxL, model)  # noqa: E731
+    one = lambda c: selector_similarity({**params, "C": c}, v, tokens_BxT, model)  # noqa: E731
     return jnp.moveaxis(jax.vmap(one)(eye), 0, -1)
 
 
@@ -487,13 +489,13 @@ def _g_terms(params, tokens, label, model, eps, a):
     return jnp.mean(jnp.einsum("bl,bls->bs", w, kern), axis=0)
 
 
-def first_order_g(params, batch, model: InductionModel, *, eps: float = DEFAULT_LOSS_EPS) -> jax.Array:
+def first_order_g(params, batch, model: InductionModel, *, eps: float = DEFAULT_EPS) -> jax.Array:
     r"""First-order coefficients G_S from a batch (spec §6.3), ``[n_subsets]``:
 
     G_S = mean_b [Σ_l 1[x_l = y] K_S(l) − (N(y)/L) Σ_l K_S(l)] / (N(y) + Lε),
 
     with K_S from the model's copier features at ``params["W"]`` (any window, any W) and
-    the hard label y = ``batch.label_B``; ε is the floor of ``induction_loss`` (the exact
+    the hard label y = ``batch.label_B``; ε is the floor of ``InductionModel.loss`` (the exact
     a → 0 limit of its hard-label gradient; ε = 0 is the spec's Σ 1[x_l=y]K_S/N(y) − ΣK_S/L
     with 0 for sequences whose target never occurs). With exact copiers and L → ∞ it
     tends to Ĩ_χ²(S) (positive finite-L bias). Evaluated as the exact coefficient g_S of
@@ -511,14 +513,14 @@ def _centred_c_gradient(params, g_S):
     return -params["a"] * (2.0 * c / norm2) * (g_S - jnp.sum(p * g_S))
 
 
-def first_order_c_gradient(params, batch, model: InductionModel, *, eps: float = DEFAULT_LOSS_EPS) -> jax.Array:
+def first_order_c_gradient(params, batch, model: InductionModel, *, eps: float = DEFAULT_EPS) -> jax.Array:
     r"""∂ℓ/∂c ≈ −a·(2c_S/‖c‖²)(G_S − Σ_{S'} p_{S'} G_{S'}) (spec §6.3), ``[n_subsets]``: the
-    gradient (not its negative) of ``induction_loss(..., loss="prob_ce", labels="hard",
+    gradient (not its negative) of ``InductionModel.loss(params, batch, ..., loss="prob_ce", labels="hard",
     eps=eps)`` w.r.t. ``params["C"]`` to first order in a (relative error O(a))."""
     return _centred_c_gradient(params, first_order_g(params, batch, model, eps=eps))
 
 
-def exact_c_gradient(params, batch, model: InductionModel, *, eps: float = DEFAULT_LOSS_EPS) -> jax.Array:
+def exact_c_gradient(params, batch, model: InductionModel, *, eps: float = DEFAULT_EPS) -> jax.Array:
     r"""Closed-form ∂ℓ/∂c at any a (module docstring): −a(2c_S/‖c‖²)(g_S − Σ p g) with
     g_S = mean_b Σ_l σ_l(1[x_l=y] − ŷ_y)K_S(l)/(ŷ_y + ε). Equals ``jax.grad`` of the hard-label
     ``prob_ce`` loss to rounding error; used to check the derivation of

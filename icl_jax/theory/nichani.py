@@ -44,8 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_jax.losses import cross_entropy_probs
-from icl_jax.models.reduced import DEFAULT_EPS, reduced_init, reduced_loss, reduced_probs
+from icl_jax.losses import DEFAULT_EPS, check_labels, cross_entropy_probs, targets
+from icl_jax.models.reduced import ReducedModel, reduced_probs
 from icl_jax.tasks.graphs import CausalGraph
 from icl_jax.tasks.priors import sample_dirichlet, stationary_distribution
 from icl_jax.tasks.sampling import Batch
@@ -74,11 +74,6 @@ MAX_ENUMERATION = 1 << 17
 """Largest number of enumerated (sequence[, label]) combinations :func:`enumerate_sequences` allows."""
 
 
-def _check_labels(labels):
-    if labels not in ("soft", "hard"):
-        raise ValueError(f"labels must be 'soft' or 'hard' (got {labels!r})")
-
-
 def _check_beta0(beta0):
     if not (isinstance(beta0, (int, float, np.floating, np.integer)) and math.isfinite(beta0) and beta0 > 0):
         raise ValueError(f"beta0 must be a finite number > 0 (got {beta0!r})")
@@ -87,12 +82,6 @@ def _check_beta0(beta0):
 def _check_eps(eps):
     if not (isinstance(eps, (int, float, np.floating, np.integer)) and math.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0 (got {eps!r})")
-
-
-def _targets(batch: Batch, labels: str, s: int, dtype) -> jax.Array:
-    if labels == "soft":
-        return batch.label_probs_BxS.astype(dtype)
-    return jax.nn.one_hot(batch.label_B, s, dtype=dtype)
 
 
 def _normalised_weights(weights_B, b: int, dtype) -> jax.Array:
@@ -144,7 +133,7 @@ def first_order_gradient(
     Args:
       batch: tokens ``[B, T]`` (query last) and labels.
       beta0: the scale of A2 at initialisation.
-      eps: the loss floor ε of :func:`~icl_jax.models.reduced.reduced_loss`.
+      eps: the loss floor ε of :meth:`~icl_jax.models.reduced.ReducedModel.loss`.
       labels: ``"soft"`` (Y = π(x_T, ·)) or ``"hard"`` (Y = e_y, y = ``batch.label_B``).
       weights_B: optional non-negative weights (normalised here); default the batch mean.
         Exact enumeration passes the sequence probabilities.
@@ -155,9 +144,9 @@ def first_order_gradient(
 
     Returns:
       ``[T, T]`` gradient ∂L/∂A1 (not its negative), zero above the diagonal, rows sum to
-      0. It matches ``jax.grad`` of ``reduced_loss`` with relative error O(β0).
+      0. It matches ``jax.grad`` of ``ReducedModel.loss`` with relative error O(β0).
     """
-    _check_labels(labels)
+    check_labels(labels)
     _check_beta0(beta0)
     _check_eps(eps)
     tokens = jnp.asarray(batch.tokens_BxT)
@@ -169,7 +158,7 @@ def first_order_gradient(
     for start in range(0, b, chunk_size):
         sl = slice(start, start + chunk_size)
         part = jax.tree.map(lambda a: a[sl], batch)
-        target = _targets(part, labels, s, dtype)
+        target = targets(part, labels, s, dtype)
         if frequencies is None:
             freq_BxS = jnp.mean(jax.nn.one_hot(tokens[sl], s, dtype=dtype), axis=1)
         else:
@@ -184,7 +173,7 @@ def _weighted_grad_a1(params, tokens_BxT, label_probs_BxS, label_B, w_B, eps, la
     def loss(a1):
         probs = reduced_probs({"A1": a1, "A2": params["A2"]}, tokens_BxT)
         s = probs.shape[-1]
-        target = label_probs_BxS.astype(probs.dtype) if labels == "soft" else jax.nn.one_hot(label_B, s, dtype=probs.dtype)
+        target = targets(Batch(tokens_BxT, label_probs_BxS, label_B), labels, s, probs.dtype)
         return jnp.sum(w_B * cross_entropy_probs(probs, target, eps=eps))
 
     return jax.grad(loss)(params["A1"])
@@ -192,7 +181,9 @@ def _weighted_grad_a1(params, tokens_BxT, label_probs_BxS, label_B, w_B, eps, la
 
 @functools.partial(jax.jit, static_argnames=("labels",))
 def _mean_grad_a1(params, batch, eps, labels):
-    return jax.grad(lambda a1: reduced_loss({"A1": a1, "A2": params["A2"]}, batch, eps, labels))(params["A1"])
+    s, t = params["A2"].shape[0], params["A1"].shape[0]
+    model = ReducedModel(s, t)
+    return jax.grad(lambda a1: model.loss({"A1": a1, "A2": params["A2"]}, batch, labels=labels, eps=eps))(params["A1"])
 
 
 def autodiff_gradient(
@@ -205,19 +196,19 @@ def autodiff_gradient(
 ) -> jax.Array:
     """``jax.grad`` of the reduced model's loss w.r.t. A1 at A1 = 0, A2 = β0·I_S.
 
-    Without weights this is exactly ``jax.grad(reduced_loss)`` of the batch mean
+    Without weights this is exactly ``jax.grad(ReducedModel.loss)`` of the batch mean
     (evaluated in chunks of ``chunk_size`` sequences, averaged with their sizes); with
     ``weights_B`` it is the gradient of Σ_n w_n ℓ_n / Σ_n w_n with the same per-sequence
     loss. Runs in the default float dtype (enable x64 for comparisons at small β0).
     """
-    _check_labels(labels)
+    check_labels(labels)
     _check_beta0(beta0)
     _check_eps(eps)
     tokens = jnp.asarray(batch.tokens_BxT)
     b, t = tokens.shape
     s = batch.label_probs_BxS.shape[-1]
     dtype = jnp.result_type(float)
-    params = reduced_init(t, s, beta0, dtype=dtype)
+    params = ReducedModel(s, t).init(beta0=beta0, dtype=dtype)
     total = jnp.zeros((t, t), dtype)
     if weights_B is None:
         for start in range(0, b, chunk_size):
@@ -244,7 +235,7 @@ def exact_gradient_at_init(
     At β0 → 0, σ_i → 1/T and f → p̂, which gives :func:`first_order_gradient`. Used to
     check the derivation to rounding error.
     """
-    _check_labels(labels)
+    check_labels(labels)
     _check_beta0(beta0)
     _check_eps(eps)
     b = batch.tokens_BxT.shape[0]
@@ -257,7 +248,7 @@ def _exact_at_init(batch, beta0, eps, labels, w):
     t = tokens.shape[1]
     s = batch.label_probs_BxS.shape[-1]
     dtype = w.dtype
-    target = _targets(batch, labels, s, dtype)
+    target = targets(batch, labels, s, dtype)
     x_BxTxS = jax.nn.one_hot(tokens, s, dtype=dtype)
     match_BxT = (tokens == tokens[:, -1:]).astype(dtype)
     c_BxT = jnp.cumsum(match_BxT, axis=1) / jnp.arange(1, t + 1, dtype=dtype)[None, :]
@@ -524,7 +515,7 @@ def enumerate_sequences(task, pi_SxS, labels: str = "soft") -> tuple[Batch, jax.
     Raises:
       ValueError: if the number of rows exceeds :data:`MAX_ENUMERATION`.
     """
-    _check_labels(labels)
+    check_labels(labels)
     graph = _as_graph(task)
     s, t = task.vocab_size, graph.num_nodes + 1
     width = t + (labels == "hard")
@@ -568,13 +559,13 @@ def exact_population_loss(params: dict, task, pi_SxS, eps: float = DEFAULT_EPS, 
 def _exact_loss(s, labels, dag, params, pi, eps):
     batch, w = _enumerate(s, labels, dag, pi)
     probs = reduced_probs(params, batch.tokens_BxT)
-    target = _targets(batch, labels, s, probs.dtype)
+    target = targets(batch, labels, s, probs.dtype)
     return jnp.sum(w * cross_entropy_probs(probs, target, eps=eps))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _exact_grad(s, labels, dag, pi, beta0, eps):
-    params = reduced_init(dag.shape[0] + 1, s, 1.0, dtype=pi.dtype)
+    params = ReducedModel(s, dag.shape[0] + 1).init(dtype=pi.dtype)
     a2 = beta0 * params["A2"]
     return jax.grad(lambda a1: _exact_loss(s, labels, dag, {"A1": a1, "A2": a2}, pi, eps))(params["A1"])
 
@@ -623,7 +614,7 @@ def nichani_gradient_report(
 ) -> dict:
     r"""Layer-1 gradient at initialisation three ways, in one convention (spec §6.2–6.4).
 
-    * ``autodiff``: ``jax.grad`` of ``reduced_loss`` w.r.t. A1 on one batch of ``samples``
+    * ``autodiff``: ``jax.grad`` of ``ReducedModel.loss`` w.r.t. A1 on one batch of ``samples``
       sequences (float64);
     * ``first_order``: :func:`first_order_gradient` on the same batch;
     * ``population``: :func:`predicted_gradient` of ḡ estimated from ``draws`` kernels of
@@ -638,7 +629,7 @@ def nichani_gradient_report(
     """
     import time
 
-    _check_labels(labels)
+    check_labels(labels)
     _check_beta0(beta0)
     _check_eps(eps)
     for name, v, lo in (("samples", samples, 1), ("draws", draws, 2)):
