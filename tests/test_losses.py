@@ -32,14 +32,19 @@ def test_chunked_mean_is_not_poisoned_by_padding():
 
 
 def test_nichani_experiment_test_loss_covers_every_sequence():
-    """The experiments' helper averages over the whole test set for any test_size."""
-    from icl_jax.experiments.nichani import _mean_loss_fn
+    """The experiments' test loss averages the model's loss over the whole test set for any
+    test_size (11 sequences in chunks of 4 here)."""
+    from icl_jax.experiments.nichani import _test_loss_fn
+    from icl_jax.models import ReducedModel
 
     task = tree_task("chain", vocab_size=4, seq_len=6, alpha=0.5)
     test = task.sample(jax.random.key(0), 11)
-    ce = lambda p, tokens, labels: p * tokens[:, -1].astype(jnp.float32)  # noqa: E731
-    got = float(_mean_loss_fn(ce, test, chunk=4)(1.0))
-    np.testing.assert_allclose(got, float(test.tokens_BxT[:, -1].mean()), rtol=1e-6)
+    model = ReducedModel(4, 6)
+    params = {"A1": jax.random.normal(jax.random.key(1), (6, 6)), "A2": 3.0 * jnp.eye(4)}
+    got = float(_test_loss_fn(model, test, chunk=4)(params))
+    want = float(jnp.mean(model.per_example_loss(params, test)))
+    assert np.std(np.asarray(model.per_example_loss(params, test))) > 0.05  # dropping any sequence would move the mean
+    np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_targets_and_floor():
