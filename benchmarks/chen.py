@@ -10,7 +10,7 @@ all groups (C, W, a) with learning rate 1 (the official joint "CWa" run). Both l
 does, ε=1e−3).
 
 ours (jitted step)
-  ``jax.jit(lambda p, b: p − lr·jax.grad(induction_loss)(p, b, model, loss=...))`` with
+  ``jax.jit(lambda p, b: p − lr·jax.grad(model.loss)(p, b, loss=...))`` with
   ``InductionModel(3, num_heads=3, max_degree=2, window="official", include_raw=True)`` on
   the Batch: the library's position-wise forward (banded copier over the K shifted copies of
   X̃ with a [L+1, K, H] softmax table, exact subset products, classifier at the query only).
@@ -27,7 +27,7 @@ ours (engine)
 
 ours (window statistics; timed when ``icl_jax.models.induction_stats`` is importable)
   The simplified model's features depend only on each position's window of K = 2H−1 tokens,
-  so ``induction_loss`` also accepts the ``WindowStats`` of a batch (a similarity table over
+  so ``model.loss`` also accepts the ``WindowStats`` of a batch (a similarity table over
   window codes, gathered per position). ``ours_stats_jit``: the jitted step on
   ``compress_window_stats(window_stats(batch))`` precomputed once (its cost reported
   separately; equal (window, token) pairs merged with counts). ``ours_stats_inline_jit``: the
@@ -116,15 +116,9 @@ import numpy as np
 from _measure import cost_flops, timed
 
 from icl_jax.engine import FixedDataset, Stage, train
-from icl_jax.models.induction import (
-    DEFAULT_LOSS_EPS,
-    InductionModel,
-    copier_features,
-    induction_init,
-    induction_loss,
-    induction_probs,
-    selector_similarity,
-)
+from icl_jax.losses import DEFAULT_EPS
+from icl_jax.models.induction import InductionModel
+from icl_jax.models.induction_layers import copier_features, selector_similarity
 
 try:  # the sufficient-statistics fast path of the simplified model (optional: timed when present)
     from icl_jax.models.induction_stats import compress_window_stats, window_stats
@@ -233,8 +227,8 @@ def naive_layer1(w, x_tilde):
     return u / (jnp.linalg.norm(u, axis=-1, keepdims=True) + 1e-7)
 
 
-def naive_probs(params, tokens_BxL):
-    x_tilde = jnp.pad(jax.nn.one_hot(tokens_BxL, D_VOCAB, dtype=jnp.float32), ((0, 0), (0, 1), (0, 0)))
+def naive_probs(params, tokens_BxT):
+    x_tilde = jnp.pad(jax.nn.one_hot(tokens_BxT, D_VOCAB, dtype=jnp.float32), ((0, 0), (0, 1), (0, 0)))
     v = naive_layer1(params["W"], x_tilde)
     comps = jnp.concatenate([x_tilde[:, None], v], axis=1)  # [B, H+1, L+1, d]: raw token, heads 1..H
     ip = jax.nn.relu(jnp.einsum("bcd,bcld->blc", comps[:, :, -1], comps[:, :, :-1]))  # query vs all L keys
@@ -251,7 +245,7 @@ def naive_loss(params, batch, loss):
     if loss == "official":  # torch CrossEntropyLoss applied to probabilities
         per = jax.nn.logsumexp(probs, axis=-1) - jnp.take_along_axis(probs, y, axis=1)[:, 0]
     else:
-        eps = DEFAULT_LOSS_EPS
+        eps = DEFAULT_EPS
         per = -jnp.log((jnp.take_along_axis(probs, y, axis=1)[:, 0] + eps) / (1.0 + D_VOCAB * eps))
     return jnp.mean(per)
 
@@ -293,16 +287,16 @@ def scanned_sgd(loss_fn, n_steps):
 
 
 def ours_loss_fn(model, loss):
-    return lambda p, b: induction_loss(p, b, model, loss=loss)
+    return lambda p, b: model.loss(p, b, loss=loss)
 
 
 def stats_inline_loss_fn(model, loss):
     """Window statistics computed inside the step from the Batch (no host precompute)."""
-    return lambda p, b: induction_loss(p, window_stats(b, model), model, loss=loss)
+    return lambda p, b: model.loss(p, window_stats(b, model), loss=loss)
 
 
 def ours_init(key, hparams):
-    return induction_init(MODEL, w_plus=W_PLUS, w_minus=W_MINUS, c_init=C_INIT, a_init=A_INIT)
+    return MODEL.init(key, w_plus=W_PLUS, w_minus=W_MINUS, c_init=C_INIT, a_init=A_INIT)
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
@@ -404,7 +398,8 @@ def code_state():
 
     status = git("status", "--porcelain", "--", "icl_jax", "benchmarks/chen.py")
     files = {}
-    for rel in ("icl_jax/models/induction.py", "icl_jax/models/induction_stats.py", "benchmarks/chen.py"):
+    for rel in ("icl_jax/models/induction.py", "icl_jax/models/induction_layers.py", "icl_jax/models/induction_stats.py",
+                "benchmarks/chen.py"):
         try:
             with open(os.path.join(root, rel), "rb") as f:
                 files[rel] = hashlib.sha256(f.read()).hexdigest()[:16]
@@ -432,7 +427,7 @@ def profile(batch, p_ours, p_naive):
         "ours_selector_fwd": (jax.jit(lambda p, v: selector_similarity(p, v, tok, MODEL)), p_ours, v),
         "ours_selector_grad_C_v": (jax.jit(jax.grad(lambda p, v: jnp.sum(selector_similarity(p, v, tok, MODEL)),
                                                     argnums=(0, 1))), p_ours, v),
-        "ours_model_fwd": (jax.jit(lambda p: induction_probs(p, tok, MODEL)), p_ours),
+        "ours_model_fwd": (jax.jit(lambda p: MODEL.apply(p, tok)), p_ours),
         "naive_layer1_fwd": (jax.jit(lambda p: naive_layer1(p["W"], x_tilde)), p_naive),
         "naive_layer1_grad_W": (jax.jit(jax.grad(lambda p: jnp.sum(rn * naive_layer1(p["W"], x_tilde)))), p_naive),
         "naive_model_fwd": (jax.jit(lambda p: naive_probs(p, tok)), p_naive),
@@ -515,8 +510,8 @@ def main(args):
     check = check_against_naive(batch, args.losses, args.rtol, args.rtol_grad_c, variants)
 
     # -- compile every step path, FLOPs ------------------------------------------------------------------------
-    p_ours, p_live, p_naive = ours_init(None, {}), induction_init(
-        MODEL_LIVE, w_plus=W_PLUS, w_minus=W_MINUS, c_init=C_INIT, a_init=A_INIT), naive_init()
+    p_ours, p_live, p_naive = ours_init(None, {}), MODEL_LIVE.init(
+        w_plus=W_PLUS, w_minus=W_MINUS, c_init=C_INIT, a_init=A_INIT), naive_init()
     compiled_paths, flops = {}, {}  # name -> (compiled, params, data, steps per call, calls per round, compile s)
 
     def compile_path(name, step_fn, p, data, n_steps, n_calls):
@@ -634,14 +629,14 @@ def main(args):
             "subsets_live": MODEL_LIVE.num_subsets, "w_plus": W_PLUS, "w_minus": W_MINUS, "c_init": C_INIT,
             "a_init": A_INIT, "n_train": args.n_train, "n_dataset": n_gen, "lr": LR, "groups": list(GROUPS),
             "losses": list(args.losses), "labels": "hard (sampled x_{L+1}), as the official code",
-            "prob_ce_eps": DEFAULT_LOSS_EPS,
+            "prob_ce_eps": DEFAULT_EPS,
             "ours_timed_model": "InductionModel(3, num_heads=3, max_degree=2, window='official', include_raw=True)",
-            "ours_jit": "jax.jit(lambda p, b: tree_map(x - lr*g, p, jax.grad(induction_loss)(p, b, model, loss)))",
+            "ours_jit": "jax.jit(lambda p, b: tree_map(x - lr*g, p, jax.grad(model.loss)(p, b, loss=loss)))",
             "ours_engine": f"engine.train(loss, init, [Stage({args.engine_steps}, groups=('C','W','a'), lr=1)], "
                            "FixedDataset(batch)); ms/step = call wall / steps",
-            "ours_stats_jit": "the same jitted step with induction_loss(p, stats, model): stats = "
+            "ours_stats_jit": "the same jitted step with model.loss(p, stats): stats = "
                               "compress_window_stats(window_stats(batch, model)) precomputed once (host)",
-            "ours_stats_inline_jit": "the same jitted step with induction_loss(p, window_stats(b, model), model) on "
+            "ours_stats_inline_jit": "the same jitted step with model.loss(p, window_stats(b, model)) on "
                                      "the Batch: statistics computed inside every step, no precompute",
             "ours_stats_engine": "engine.train as ours_engine with FixedDataset(stats)",
             "scans": "ours_scan / naive_scan: the jitted SGD step iterated engine_steps times in one jitted lax.scan",

@@ -8,7 +8,7 @@ Configuration (spec §5.1 row 1): S=10, T=20, α=0.1, chain graph, batch 1024, C
 ours
   ``icl_jax.engine.train`` with ``FreshSamples`` (``TreeTask.sample`` on device, inside the
   compiled step: a ``lax.scan`` over steps) and the loss ``cross_entropy_logits(
-  catformer_logits(...))`` (layer 1 by one-hot gathers, layer 2 at the query only). Timed as
+  CatFormer.apply(...))`` (layer 1 by one-hot gathers, layer 2 at the query only). Timed as
   a run of ``--steps`` steps after a warm-up run of the same program (compile excluded; the
   engine caches the program because the same loss/init/data/stage objects are reused).
   Also ``engine.sweep(seeds=32)`` (vmap over seeds, run axis sharded over the XLA CPU
@@ -114,7 +114,7 @@ from sampling import batched, naive_tree_one
 import icl_jax
 from icl_jax.engine import FreshSamples, Stage, sweep, train
 from icl_jax.models import catformer as catformer_module
-from icl_jax.models.catformer import CatFormer, catformer_init, catformer_logits
+from icl_jax.models.catformer import CatFormer
 
 assert (SAMPLING_S, SAMPLING_T, SAMPLING_ALPHA) == (S, T, ALPHA)
 PEAK_N = 2048
@@ -182,11 +182,11 @@ TASK = icl_jax.tree_task("chain", vocab_size=S, seq_len=T, alpha=ALPHA)
 
 
 def ours_loss(params, batch):
-    return icl_jax.cross_entropy_logits(catformer_logits(params, batch.tokens_BxT), batch.label_probs_BxS).mean()
+    return icl_jax.cross_entropy_logits(MODEL.apply(params, batch.tokens_BxT), batch.label_probs_BxS).mean()
 
 
 def ours_init(key, hparams):
-    return catformer_init(None, MODEL)
+    return MODEL.init(key)  # all zero (the key is ignored by the zero init)
 
 
 DATA = FreshSamples(lambda key, hp: TASK.sample(key, BATCH))
@@ -329,7 +329,7 @@ def profile(steps, params0, ours_ms, step_compiled, sample_compiled, vmap_seeds,
                                   "model step (value_and_grad + update)": step_call_s * ms},
         "note": "each part scanned over steps in one jitted call (as in the engine); engine overhead = "
                 "our measured step - sampler - model step (negative: the parts overlap or the run "
-                "was noisier than the parts); layer 1 alone = the one-hot-gather layer 1 of catformer_logits "
+                "was noisier than the parts); layer 1 alone = the one-hot-gather layer 1 of CatFormer.apply "
                 "at all T positions, forward + backward w.r.t. A1 (a surrogate loss sum(o^2))",
     }
     return out
@@ -353,13 +353,13 @@ def main(args):
            "W": 0.3 * jax.random.normal(kp[2], (120, S))}
     xb = TASK.sample(jax.random.key(12), 256)
     p_naive = naive_probs({"A": [rnd["A1"], rnd["A2"]], "W": rnd["W"]}, xb.tokens_BxT)
-    p_ours = jax.nn.softmax(catformer_logits(rnd, xb.tokens_BxT), axis=-1)
+    p_ours = jax.nn.softmax(MODEL.apply(rnd, xb.tokens_BxT), axis=-1)
     check = {"max_abs_prob_diff_naive_vs_ours_random_params": float(jnp.max(jnp.abs(p_naive - p_ours)))}
     assert check["max_abs_prob_diff_naive_vs_ours_random_params"] < 1e-4, check
 
     # -- FLOPs (one model step, one batch) and peak ----------------------------------------------------
     log("XLA cost analysis ...")
-    params0 = catformer_init(None, MODEL)
+    params0 = MODEL.init(jax.random.key(0))
     tx = Stage(steps=steps, learning_rate=1.0, schedule="cosine").base_transform({})
 
     def ours_model_step(p, o, b):
@@ -515,7 +515,7 @@ def main(args):
                          f"optax.cosine_decay_schedule(1.0, {OFFICIAL_STEPS}) on the host, as the official loop)",
             "data": "fresh per-sequence kernels every step",
             "ours": "engine.train + FreshSamples(TreeTask.sample on device, inside the compiled scan) + "
-                    "cross_entropy_logits(catformer_logits)",
+                    "cross_entropy_logits(CatFormer.apply)",
             "naive": "official design written in this file: dense attention at every position in every layer, "
                      "softmax probs + log in the loss, jitted step from a Python loop, batches sliced from a block "
                      "drawn by the per-sequence sampler of benchmarks/sampling.py (vmap of Dirichlet + SVD + "

@@ -12,26 +12,17 @@ configurations inside it) and eager calls are kept to small shapes."""
 import itertools
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import icl_jax
-from icl_jax.models.induction import (
-    DEFAULT_LOSS_EPS,
-    LOSSES,
-    InductionModel,
-    copier_attention,
-    copier_features,
-    copier_features_dense,
-    induction_init,
-    induction_loss,
-    induction_per_example_loss,
-    induction_probs,
-    selector_similarity,
-    subset_shares,
-)
+from icl_jax.losses import DEFAULT_EPS
+from icl_jax.models.induction import LOSSES, InductionModel
+from icl_jax.models.induction_layers import copier_attention, copier_features, selector_similarity, subset_shares
+from icl_jax.models.reference import copier_features_dense
 
 F64 = jnp.float64
 RNG = np.random.default_rng
@@ -48,7 +39,7 @@ def _jit(fn=None, **kw):
     return jax.jit(fn, compiler_options=_FAST, **kw) if fn is not None else lambda f: _jit(f, **kw)
 
 
-_probs = _jit(induction_probs, static_argnames="model")  # one compile per (model, shapes)
+_probs = _jit(lambda p, x, model: model.apply(p, x), static_argnames="model")  # one compile per (model, shapes)
 
 
 @pytest.fixture(autouse=True)
@@ -93,10 +84,10 @@ def _tokens(seed, b, length, d):
 
 def _perturbed(model, seed, scale=1.0):
     """Random float64 parameters of ``model``'s shapes (numpy draws, shapes by tracing
-    induction_init: no compiles): N(0, scale²) on every leaf around 0, except a ≈ 2 and
+    model.init: no compiles): N(0, scale²) on every leaf around 0, except a ≈ 2 and
     the LayerNorm γ ≈ 1; the full model's Q/K/OV are far from proj_init·I, so its content
     logits matter."""
-    shapes = jax.eval_shape(lambda: induction_init(model, dtype=F64))
+    shapes = jax.eval_shape(lambda: model.init(dtype=F64))
     rng = RNG(seed)
     base = {"a": 2.0, "ln_scale": 1.0}
     return {k: jnp.asarray(base.get(k, 0.0) + scale * rng.standard_normal(v.shape)) for k, v in shapes.items()}
@@ -191,7 +182,7 @@ def test_banded_copier_equals_dense(name, copier_results):
     for k in g_band:
         assert np.all(np.isfinite(g_band[k])), k
         assert (np.max(np.abs(g_band[k])) > 0) == (k not in unused), k  # every used parameter is live
-        np.testing.assert_allclose(g_band[k], g_dense[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    chex.assert_trees_all_close(g_band, g_dense, rtol=1e-9, atol=1e-12)
 
 
 def test_full_model_content_logits_matter(copier_results):
@@ -264,7 +255,7 @@ def shift_results():
     w_+ = ±1e4 in float32 (banded)."""
     with jax.enable_x64(True):
         models = {w: InductionModel(SHIFT_D, 3, 2, window=w) for w in ("paper", "official")}
-        params = {w: induction_init(m, w_plus=60.0, w_minus=0.0, dtype=F64) for w, m in models.items()}
+        params = {w: m.init(w_plus=60.0, w_minus=0.0, dtype=F64) for w, m in models.items()}
         tokens = _tokens(7, 3, SHIFT_L, SHIFT_D)
 
         @_jit
@@ -274,7 +265,7 @@ def shift_results():
                 for w, m in models.items()
             }
             f32 = {
-                w: [copier_features(induction_init(m, w_plus=wps[i], w_minus=0.0), tokens, m) for i in range(2)]
+                w: [copier_features(m.init(w_plus=wps[i], w_minus=0.0), tokens, m) for i in range(2)]
                 for w, m in models.items()
             }
             return f64, f32
@@ -374,7 +365,7 @@ def test_selector_is_kronecker_feature_inner_product(max_degree, include_raw):
 # ------------------------------------------------------------------- GIH (§6.1, §11.3)
 def _hard_params(model, subset, a):
     """Exact copying (w_+ = 60, w_− = 0) and c one-hot on ``subset``."""
-    params = induction_init(model, w_plus=60.0, w_minus=0.0, a_init=a, dtype=F64)
+    params = model.init(w_plus=60.0, w_minus=0.0, a_init=a, dtype=F64)
     onehot = np.array([s == tuple(subset) for s in model.subsets()], np.float64)
     assert onehot.sum() == 1
     return dict(params, C=jnp.asarray(onehot))
@@ -433,8 +424,8 @@ def test_official_loss_through_the_model_on_a_one_hot_output():
 
     @_jit
     def run(p, b):
-        per = {lab: induction_per_example_loss(p, b, OFFICIAL, loss="official", labels=lab) for lab in ("hard", "soft")}
-        return induction_probs(p, b.tokens_BxT, OFFICIAL), per
+        per = {lab: OFFICIAL.per_example_loss(p, b, loss="official", labels=lab) for lab in ("hard", "soft")}
+        return OFFICIAL.apply(p, b.tokens_BxT), per
 
     probs, per = run(params, batch)
     np.testing.assert_allclose(probs, np.tile([0.0, 0, 1], (3, 1)), rtol=0, atol=1e-15)
@@ -450,11 +441,9 @@ def test_prob_ce_floor_when_the_target_never_occurs():
     params = _perturbed(model, 13)
     label = jnp.asarray([1, 2, 0], jnp.int32)
     batch = icl_jax.Batch(jnp.zeros((3, 9), jnp.int32), jax.nn.one_hot(label, 3, dtype=F64), label)
-    run = _jit(
-        lambda p: (induction_per_example_loss(p, batch, model), induction_per_example_loss(p, batch, model, eps=0.0))
-    )
+    run = _jit(lambda p: (model.per_example_loss(p, batch), model.per_example_loss(p, batch, eps=0.0)))
     floored, raw = run(params)
-    eps = DEFAULT_LOSS_EPS
+    eps = DEFAULT_EPS
     assert eps > 0 and np.all(np.isfinite(floored))
     np.testing.assert_allclose(
         floored, [-math.log(eps / (1 + 3 * eps))] * 2 + [-math.log((1 + eps) / (1 + 3 * eps))], rtol=1e-12
@@ -477,10 +466,10 @@ def test_hard_and_soft_labels_agree_in_expectation(ngram_batch):
     def run(p, batch, labels_KxB):
         out = {}
         for loss in LOSSES:
-            soft = induction_per_example_loss(p, batch, OFFICIAL, loss=loss, labels="soft")
+            soft = OFFICIAL.per_example_loss(p, batch, loss=loss, labels="soft")
             hard = jax.vmap(
-                lambda y, loss=loss: induction_per_example_loss(
-                    p, icl_jax.Batch(batch.tokens_BxT, batch.label_probs_BxS, y), OFFICIAL, loss=loss
+                lambda y, loss=loss: OFFICIAL.per_example_loss(
+                    p, icl_jax.Batch(batch.tokens_BxT, batch.label_probs_BxS, y), loss=loss
                 )
             )(labels_KxB)
             out[loss] = (soft, hard)
@@ -494,7 +483,7 @@ def test_hard_and_soft_labels_agree_in_expectation(ngram_batch):
 
 
 def test_bad_loss_arguments(small_batch):
-    params = induction_init(OFFICIAL)
+    params = OFFICIAL.init()
     for kw, name in [
         (dict(loss="cross_entropy"), "loss"),
         (dict(labels="sampled"), "labels"),
@@ -502,12 +491,14 @@ def test_bad_loss_arguments(small_batch):
         (dict(eps=float("nan")), "eps"),
     ]:
         with pytest.raises(ValueError, match=name):
-            induction_per_example_loss(params, small_batch, OFFICIAL, **kw)
+            OFFICIAL.per_example_loss(params, small_batch, **kw)
         with pytest.raises(ValueError, match=name):
-            induction_loss(params, small_batch, OFFICIAL, **kw)
+            OFFICIAL.loss(params, small_batch, **kw)
     for bad in (small_batch.tokens_BxT[0], small_batch.tokens_BxT[:, :0]):
-        with pytest.raises(ValueError, match="tokens_BxL"):
-            induction_probs(params, bad, OFFICIAL)
+        with pytest.raises(ValueError, match="tokens_BxT"):
+            OFFICIAL.apply(params, bad)
+    with pytest.raises(ValueError, match="init"):
+        OFFICIAL.init(w_pluss=3.0)  # unknown override
 
 
 # ------------------------------------------------------------------- init and subsets
@@ -515,8 +506,11 @@ def test_bad_loss_arguments(small_batch):
 def test_init_pattern(kw, rows):
     model = InductionModel(4, 3, 2, **kw)
     assert model.max_offset == rows  # M (paper) or 2H − 1 (official)
-    params = induction_init(model, w_plus=3.0, w_minus=0.1, c_init=0.02, a_init=0.5, dtype=F64)
+    params = model.init(w_plus=3.0, w_minus=0.1, c_init=0.02, a_init=0.5, dtype=F64)
     assert set(params) == {"W", "C", "a"}
+    # the same values as config fields; the key is accepted and ignored
+    configured = InductionModel(4, 3, 2, w_plus=3.0, w_minus=0.1, c_init=0.02, a_init=0.5, **kw)
+    chex.assert_trees_all_equal(configured.init(jax.random.key(1), dtype=F64), params)
     want = np.full((rows, 3), 0.1)
     want[[0, 1, 2], [0, 1, 2]] = 3.0  # row k−1 = offset k, column h−1 = head h
     np.testing.assert_array_equal(params["W"], want)
@@ -525,7 +519,7 @@ def test_init_pattern(kw, rows):
     assert params["a"].shape == () and float(params["a"]) == 0.5
     # the full model adds Q = K = OV = proj_init·I and LayerNorm (γ, β) = (1, 0)
     full = InductionModel(4, 3, 2, full=True, **kw)
-    fp = induction_init(full, proj_init=0.001)
+    fp = full.init(proj_init=0.001)
     assert set(fp) == {"W", "C", "a", "Q", "K", "OV", "ln_scale", "ln_bias"}
     for k in ("Q", "K", "OV"):
         np.testing.assert_array_equal(fp[k], np.broadcast_to(0.001 * np.eye(4, dtype=np.float32), (3, 4, 4)))
@@ -538,14 +532,13 @@ def test_traced_init_under_vmap():
     model = InductionModel(3, 3, 2, window="official", full=True)
     scales = [1.0, 2.0, 3.0]
     s = jnp.asarray(scales)
-    batched = _jit(jax.vmap(lambda wp, c, p: induction_init(model, w_plus=wp, c_init=c, a_init=2 * c, proj_init=p)))(
+    batched = _jit(jax.vmap(lambda wp, c, p: model.init(w_plus=wp, c_init=c, a_init=2 * c, proj_init=p)))(
         s, 0.01 * s, 1e-3 * s
     )
     assert batched["W"].shape == (3, 5, 3) and batched["Q"].shape == (3, 3, 3, 3)
     for i, x in enumerate(scales):
-        single = induction_init(model, w_plus=x, c_init=0.01 * x, a_init=0.02 * x, proj_init=1e-3 * x)
-        for k in single:
-            np.testing.assert_allclose(batched[k][i], single[k], rtol=1e-6, err_msg=k)
+        single = model.init(w_plus=x, c_init=0.01 * x, a_init=0.02 * x, proj_init=1e-3 * x)
+        chex.assert_trees_all_close(jax.tree.map(lambda v, i=i: v[i], batched), single, rtol=1e-6, atol=0)
 
 
 def test_subset_enumeration_and_labels():
@@ -604,7 +597,7 @@ def test_vmap_over_parameter_sets_equals_per_set_calls(small_batch):
     """Three parameter sets (different W, C, a) in one vmapped loss equal per-set forwards."""
     sets = [_perturbed(OFFICIAL, 20 + i) for i in range(3)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *sets)
-    run = _jit(jax.vmap(lambda p, b: induction_per_example_loss(p, b, OFFICIAL, loss="official"), in_axes=(0, None)))
+    run = _jit(jax.vmap(lambda p, b: OFFICIAL.per_example_loss(p, b, loss="official"), in_axes=(0, None)))
     losses = run(stacked, small_batch)
     y = jax.nn.one_hot(small_batch.label_B, 3, dtype=F64)
     singles = [_probs(p, small_batch.tokens_BxT, model=OFFICIAL) for p in sets]
@@ -614,12 +607,12 @@ def test_vmap_over_parameter_sets_equals_per_set_calls(small_batch):
 
 
 def test_jitted_loss_traces_once(small_batch):
-    traces = []
+    chex.clear_trace_counter()
 
     @_jit
+    @chex.assert_max_traces(n=1)
     def step(p, b):
-        traces.append(1)  # Python side effect: runs once per trace
-        return induction_loss(p, b, OFFICIAL, labels="soft")
+        return OFFICIAL.loss(p, b, labels="soft")
 
-    l0, l1 = step(induction_init(OFFICIAL, dtype=F64), small_batch), step(_perturbed(OFFICIAL, 30), small_batch)
-    assert len(traces) == 1 and float(l0) != float(l1)
+    l0, l1 = step(OFFICIAL.init(dtype=F64), small_batch), step(_perturbed(OFFICIAL, 30), small_batch)
+    assert float(l0) != float(l1)

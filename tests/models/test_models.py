@@ -1,5 +1,6 @@
 """Models (Nichani spec §3, §4, §10): CatFormer, the reduced model, the Fig. 8 MLP transformer."""
 
+import functools
 import math
 
 import chex
@@ -9,17 +10,13 @@ import numpy as np
 import pytest
 
 import icl_jax
+from icl_jax.losses import LABELS
+from icl_jax.models import InductionModel, Model
 from icl_jax.models import mlp_transformer as mt
 from icl_jax.models.catformer import (
     CatFormer,
-    catformer_attention,
     catformer_embed,
     catformer_heads,
-    catformer_init,
-    catformer_logits,
-    catformer_logits_naive,
-    catformer_reference_params,
-    catformer_stream,
     layer1_positional_attention,
     stream_blocks,
 )
@@ -32,22 +29,28 @@ from icl_jax.models.mlp_transformer import (
     mlp_transformer_logits_naive,
     mlp_transformer_stream,
 )
-from icl_jax.models.reduced import reduced_init, reduced_layer1_attention, reduced_loss, reduced_probs
+from icl_jax.models.reduced import ReducedModel, reduced_layer1_attention, reduced_probs
+from icl_jax.models.reference import catformer_logits_naive, catformer_stream
 
 HEADS = [(1, 1), (2, 1), (1,), (1, 1, 1), (3, 2)]
 S, T = 5, 8  # small default shapes (one compile per model configuration)
 RNG = np.random.default_rng
 
-# jitted once per module: every test with the same shapes reuses the compiled program
-_cat_logits = jax.jit(catformer_logits)
-# (efficient logits, naive logits, attention maps) in one program per shape
-_cat_all = jax.jit(lambda p, x: (catformer_logits(p, x), catformer_logits_naive(p, x), catformer_attention(p, x)))
+KEY = jax.random.key(0)  # the protocol's init key (zero inits ignore it)
+REDUCED = ReducedModel(S, T)
+
+# jitted once per module: every test with the same model and shapes reuses the compiled program
+# (models are hashable frozen configs, so they are static arguments)
+_cat_apply = jax.jit(lambda model, p, x: model.apply(p, x), static_argnums=0)
+# (efficient logits, naive logits, attention maps) in one program per model
+_cat_all = jax.jit(
+    lambda model, p, x: (model.apply(p, x), catformer_logits_naive(p, x), model.attention(p, x)), static_argnums=0
+)
 _mlp_all = jax.jit(
     lambda p, x: (mlp_transformer_logits(p, x), mlp_transformer_logits_naive(p, x), mlp_transformer_attention(p, x))
 )
-_reduced_probs = jax.jit(reduced_probs)
-_reduced_loss = jax.jit(reduced_loss, static_argnames="labels")
-
+_reduced_probs = jax.jit(REDUCED.apply)
+_reduced_loss = jax.jit(lambda p, b, eps, labels: REDUCED.loss(p, b, labels=labels, eps=eps), static_argnames="labels")
 
 def _tokens(seed, b=4, s=S, t=T):
     return jnp.asarray(RNG(seed).integers(0, s, (b, t)).astype(np.int32))
@@ -66,7 +69,7 @@ def _normal_like(seed, shapes, scale=lambda path: 1.0):
 
 def _random_catformer(seed, heads, s=S, t=T):
     """A's at 4·N(0, 1/d) (peaked attention), W at N(0, 1/d_L)."""
-    shapes = jax.eval_shape(lambda: catformer_init(None, CatFormer(s, t, heads)))
+    shapes = jax.eval_shape(CatFormer(s, t, heads).init, KEY)
     return _normal_like(seed, shapes, lambda path: 1.0 if path == "['W']" else 4.0)
 
 
@@ -127,7 +130,7 @@ def test_catformer_shapes_and_widths(heads):
     for m in heads:
         d.append((1 + m) * d[-1])
     assert model.widths == tuple(d)
-    params = jax.eval_shape(lambda: catformer_init(None, model))
+    params = jax.eval_shape(model.init, KEY)
     assert sorted(params) == sorted([f"A{l + 1}" for l in range(len(heads))] + ["W"])
     for l, m in enumerate(heads):
         assert params[f"A{l + 1}"].shape == (m, d[l], d[l])
@@ -135,30 +138,37 @@ def test_catformer_shapes_and_widths(heads):
     assert catformer_heads(params) == heads
     assert model.num_params == sum(x.size for x in jax.tree.leaves(params))
     x = _tokens(0, b=3)
-    assert jax.eval_shape(catformer_logits, params, x).shape == (3, S)
+    assert jax.eval_shape(model.apply, params, x).shape == (3, S)
     assert jax.eval_shape(catformer_logits_naive, params, x).shape == (3, S)
     h0 = jax.eval_shape(lambda x: catformer_embed(x, S), x)
     assert h0.shape == (3, T, S + T)
     assert jax.eval_shape(catformer_stream, params, h0).shape == (3, T, d[-1])
-    maps = jax.eval_shape(catformer_attention, params, x)
+    maps = jax.eval_shape(model.attention, params, x)
     assert [a.shape for a in maps] == [(3, m, T, T) for m in heads]
+    assert jax.eval_shape(model.positional_attention, params).shape == (heads[0], T, T)
+    assert model.stream_blocks() == stream_blocks(S, T, heads)
 
 
 def test_catformer_param_count_official_config():
     model = CatFormer(10, 20, (1, 1))
     assert model.widths == (30, 60, 120)
     assert model.num_params == 5700
-    params = catformer_init(None, model)
+    params = model.init(KEY)
     assert sum(x.size for x in jax.tree.leaves(params)) == 5700
     assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(params))
     assert CatFormer(5, 32, (2, 1)).widths == (37, 111, 222)
 
 
 def test_catformer_normal_init():
-    params = catformer_init(jax.random.key(0), CatFormer(S, T, (2, 1)), init="normal", scale=1e-4)
+    model = CatFormer(S, T, (2, 1), init_dist="normal", init_scale=1e-4)
+    params = model.init(KEY)
     assert 0 < float(jnp.std(params["A1"])) < 2e-4
     assert not np.array_equal(params["A1"][0], params["A1"][1])  # heads differ
     assert np.all(np.asarray(params["W"]) == 0)
+    # init(key, scale=...) overrides the config's scale: the same draws, rescaled
+    chex.assert_trees_all_close(model.init(KEY, scale=3e-4), jax.tree.map(lambda x: 3.0 * x, params), rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="key"):
+        model.init(None)
 
 
 def test_catformer_embed_is_token_then_position_one_hot():
@@ -237,7 +247,7 @@ def test_mup_linear_scaling():
 @pytest.mark.parametrize("heads", HEADS)
 def test_catformer_efficient_equals_naive(heads):
     params = _random_catformer(1, heads)
-    fast, naive, maps = _cat_all(params, _tokens(2))
+    fast, naive, maps = _cat_all(CatFormer(S, T, heads), params, _tokens(2))
     assert np.std(np.asarray(fast)) > 0.1  # non-trivial logits
     np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-5)
     for attn in maps:  # rows are distributions over j ≤ i, and not uniform
@@ -267,7 +277,7 @@ def _grads_both(fast, naive):
 def test_efficient_gradients_equal_naive(model, batch):
     """Training differentiates the efficient forward: its gradients match the naive ones."""
     if model == "catformer":
-        params, fast, naive = _random_catformer(6, (2, 1)), catformer_logits, catformer_logits_naive
+        params, fast, naive = _random_catformer(6, (2, 1)), CatFormer(S, T, (2, 1)).apply, catformer_logits_naive
     else:
         params, fast, naive = _random_mlp(7), mlp_transformer_logits, mlp_transformer_logits_naive
     g_fast, g_naive = _grads_both(fast, naive)(params, batch)
@@ -323,23 +333,27 @@ def test_layer1_positional_attention_matches_full_attention_without_token_blocks
     params = _random_catformer(16, (2, 1))
     a1 = params["A1"].at[:, :S, :].set(0.0).at[:, :, :S].set(0.0)  # positions only
     params = dict(params, A1=a1)
+    model = CatFormer(S, T, (2, 1))
     pos = layer1_positional_attention(params)
     assert pos.shape == (2, T, T)
     _check_rows(pos)
-    full = _cat_all(params, _tokens(17))[2][0]
+    np.testing.assert_array_equal(model.positional_attention(params), pos)
+    full = _cat_all(model, params, _tokens(17))[2][0]
     np.testing.assert_allclose(full, jnp.broadcast_to(pos, full.shape), rtol=1e-6, atol=1e-7)
     a1 = jnp.asarray(RNG(15).standard_normal((T, T)), jnp.float32)
-    _check_rows(reduced_layer1_attention({"A1": a1, "A2": jnp.eye(S)}))
+    reduced = {"A1": a1, "A2": jnp.eye(S)}
+    _check_rows(reduced_layer1_attention(reduced))
+    np.testing.assert_array_equal(REDUCED.layer1_attention(reduced), reduced_layer1_attention(reduced))
 
 
 # --------------------------------------------------------------------- zero init
-@jax.jit
-def _value_and_grads(cat_params, mlp_params, batch):
+@functools.partial(jax.jit, static_argnums=0)
+def _value_and_grads(cat_model, cat_params, mlp_params, batch):
     def loss(p, forward):
         return _ce(forward(p, batch.tokens_BxT), batch)
 
     return (
-        jax.value_and_grad(loss)(cat_params, catformer_logits),
+        jax.value_and_grad(loss)(cat_params, cat_model.apply),
         jax.value_and_grad(loss)(mlp_params, mlp_transformer_logits),
     )
 
@@ -348,9 +362,10 @@ def _value_and_grads(cat_params, mlp_params, batch):
 def test_zero_init_loss_is_log_s_and_only_w_learns(s, t, batch):
     if (s, t) != (S, T):
         batch = _np_tree_batch(2, [-1] + list(range(t - 2)), s, 16)
-    cat = catformer_init(None, CatFormer(s, t, (1, 1)))
+    cat_model = CatFormer(s, t, (1, 1))
+    cat = cat_model.init(KEY)
     mlp = mlp_transformer_init(jax.random.key(2), MLPTransformer(s, t))
-    (cat_loss, cat_g), (mlp_loss, mlp_g) = _value_and_grads(cat, mlp, batch)
+    (cat_loss, cat_g), (mlp_loss, mlp_g) = _value_and_grads(cat_model, cat, mlp, batch)
     for loss, grads in [(cat_loss, cat_g), (mlp_loss, mlp_g)]:
         assert abs(float(loss) - math.log(s)) < 1e-6
         assert np.abs(np.asarray(grads["W"])).max() > 0
@@ -369,17 +384,20 @@ def test_reduced_at_zero_is_unigram_frequency():
 
 
 def test_reduced_init_and_shapes():
-    params = reduced_init(T, S, beta0=2.0)
+    params = ReducedModel(S, T, beta0=2.0).init(KEY)
     assert params["A1"].shape == (T, T) and params["A2"].shape == (S, S)
     np.testing.assert_array_equal(params["A1"], np.zeros((T, T)))
     np.testing.assert_array_equal(params["A2"], 2.0 * np.eye(S))
     probs = _reduced_probs(params, _tokens(19, b=5))
     assert probs.shape == (5, S)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(probs, reduced_probs(params, _tokens(19, b=5)))  # the config-free forward
+    # init(beta0=...) overrides the config's β0
+    np.testing.assert_array_equal(REDUCED.init(KEY, beta0=2.0)["A2"], params["A2"])
 
 
 def test_reduced_eps_floor(batch):
-    params = reduced_init(T, S)
+    params = REDUCED.init(KEY)
     # every token is 0, so tokens 1..S−1 get f_b = 0 exactly
     tokens = jnp.zeros((16, T), jnp.int32)
     absent = icl_jax.Batch(tokens, jnp.full((16, S), 1.0 / S), jnp.ones(16, jnp.int32))
@@ -421,8 +439,9 @@ def _count_estimator(dag, tokens_BxT, s):
 def _reference_error(dag, tokens, s, c, gamma=2.0):
     est, n = _count_estimator(dag, tokens, s)
     assert n.min() > 0
-    params = catformer_reference_params(dag, s, c=c, beta=c, gamma=gamma)
-    logits = _cat_logits(params, jnp.asarray(tokens, jnp.int32))
+    model = CatFormer(s, len(dag) + 1, (1, 1))
+    params = model.reference_params(dag, c=c, beta=c, gamma=gamma)
+    logits = _cat_apply(model, params, jnp.asarray(tokens, jnp.int32))
     return float(np.abs(np.asarray(logits) / gamma - est).max())
 
 
@@ -447,6 +466,47 @@ def test_reference_construction_sampled(graph):
     assert err40 < 0.1 * err10 and err40 < 1e-4
 
 
+# ------------------------------------------------------------------ the protocol
+PROTOCOL_MODELS = {
+    "catformer": CatFormer(S, T, (2, 1)),
+    "reduced": REDUCED,
+    "induction": InductionModel(S, 3, 2),
+    "induction_full": InductionModel(S, 3, 2, full=True),
+}
+
+
+@pytest.mark.parametrize("name", list(PROTOCOL_MODELS))
+def test_every_model_follows_the_protocol(name, batch):
+    """isinstance(model, Model); init(key) is a dict; apply is [B, S]; loss is the batch mean
+    of per_example_loss for both label conventions; a bad ``labels`` is a ValueError."""
+    model = PROTOCOL_MODELS[name]
+    assert isinstance(model, Model)
+    assert model.output in ("logits", "probs")
+    params = model.init(jax.random.key(0))
+    assert isinstance(params, dict) and params
+    rng = RNG(40)  # away from the (often symmetric) init, so the per-example losses differ
+    params = jax.tree.map(lambda x: x + 0.5 * jnp.asarray(rng.standard_normal(x.shape), x.dtype), params)
+
+    @jax.jit
+    def run(p, b):
+        per = {lab: (model.loss(p, b, labels=lab), model.per_example_loss(p, b, labels=lab)) for lab in LABELS}
+        return model.apply(p, b.tokens_BxT), per
+
+    out, losses = run(params, batch)
+    b = batch.tokens_BxT.shape[0]
+    assert out.shape == (b, S) and np.all(np.isfinite(out))
+    if model.output == "probs":
+        np.testing.assert_allclose(np.asarray(out).sum(-1), 1.0, rtol=1e-5)
+    assert set(losses) == {"soft", "hard"}
+    for lab, (mean, per) in losses.items():
+        assert mean.shape == () and per.shape == (b,), lab
+        assert np.all(np.isfinite(per)) and np.std(np.asarray(per)) > 0, lab
+        np.testing.assert_allclose(mean, np.mean(np.asarray(per, np.float64)), rtol=1e-6, err_msg=lab)
+    for fn in (model.loss, model.per_example_loss):
+        with pytest.raises(ValueError, match="labels"):
+            jax.eval_shape(lambda p, fn=fn: fn(p, batch, labels="sampled"), params)
+
+
 # -------------------------------------------------------------------- bad input
 def test_bad_configs():
     for kwargs, name in [
@@ -466,30 +526,31 @@ def test_bad_configs():
         with pytest.raises(ValueError, match=name):
             MLPTransformer(**kwargs)
     with pytest.raises(ValueError, match="init"):
-        catformer_init(None, CatFormer(S, T), init="uniform")
+        CatFormer(S, T, init_dist="uniform")
     with pytest.raises(ValueError, match="seq_len"):
-        reduced_init(1, S)
+        ReducedModel(S, 1)
     with pytest.raises(ValueError, match="vocab_size"):
-        reduced_init(T, 1)
+        ReducedModel(1, T)
 
 
 def test_bad_catformer_inputs():
-    params = jax.eval_shape(lambda: catformer_init(None, CatFormer(S, T, (1, 1))))
+    model = CatFormer(S, T, (1, 1))
+    params = jax.eval_shape(model.init, KEY)
     x = _tokens(24)
 
     def check(fn, p, xs, name):
         with pytest.raises(ValueError, match=name):
             jax.eval_shape(fn, p, xs)
 
-    for fn in (catformer_logits, catformer_logits_naive, catformer_attention):
+    for fn in (model.apply, catformer_logits_naive, model.attention):
         check(fn, params, x[:, :-1], "tokens_BxT")
         check(fn, params, x[0], "tokens_BxT")
     f32 = jnp.float32
-    check(catformer_logits, dict(params, A2=jax.ShapeDtypeStruct((1, 26, 25), f32)), x, "A2")
-    check(catformer_logits, dict(params, W=jax.ShapeDtypeStruct((51, S), f32)), x, "W")
-    check(catformer_logits, dict(params, W=jax.ShapeDtypeStruct((52,), f32)), x, "W")
-    check(catformer_logits, {"A1": params["A1"], "A3": params["A2"], "W": params["W"]}, x, "params")
-    check(catformer_logits, dict(params, wte=jax.ShapeDtypeStruct((S, S + T), f32)), x, "params")
+    check(model.apply, dict(params, A2=jax.ShapeDtypeStruct((1, 26, 25), f32)), x, "A2")
+    check(model.apply, dict(params, W=jax.ShapeDtypeStruct((51, S), f32)), x, "W")
+    check(model.apply, dict(params, W=jax.ShapeDtypeStruct((52,), f32)), x, "W")
+    check(model.apply, {"A1": params["A1"], "A3": params["A2"], "W": params["W"]}, x, "params")
+    check(model.apply, dict(params, wte=jax.ShapeDtypeStruct((S, S + T), f32)), x, "params")
 
 
 def test_bad_mlp_transformer_inputs():
@@ -513,30 +574,29 @@ def test_bad_mlp_transformer_inputs():
 
 
 def test_bad_reduced_inputs(batch):
-    params = reduced_init(T, S)
+    params = REDUCED.init(KEY)
     with pytest.raises(ValueError, match="tokens_BxT"):
-        reduced_probs(params, _tokens(26, t=T + 1))
+        REDUCED.apply(params, _tokens(26, t=T + 1))
     with pytest.raises(ValueError, match="A1"):
-        reduced_probs(dict(params, A1=jnp.zeros((T, T + 1))), _tokens(26))
+        REDUCED.apply(dict(params, A1=jnp.zeros((T, T + 1))), _tokens(26))
     with pytest.raises(ValueError, match="labels"):
-        reduced_loss(params, batch, labels="sampled")
+        REDUCED.loss(params, batch, labels="sampled")
 
 
 # -------------------------------------------------------------------------- jit
 @pytest.mark.parametrize("model", ["catformer", "mlp"])
 def test_efficient_forward_traces_once(model):
     if model == "catformer":
-        params, forward = _random_catformer(28, (1, 1)), catformer_logits
+        params, forward = _random_catformer(28, (1, 1)), CatFormer(S, T, (1, 1)).apply
     else:
         params, forward = _random_mlp(29), mlp_transformer_logits
-    traces = []
+    chex.clear_trace_counter()  # the counter is keyed by source and call stack: shared by both parameters
 
     @jax.jit
+    @chex.assert_max_traces(n=1)
     def f(p, x):
-        traces.append(1)
         return forward(p, x)
 
     for i in range(3):
         out = f(jax.tree.map(lambda a, i=i: a * (1.0 + i), params), _tokens(30 + i))
         assert out.shape == (4, S)
-    assert len(traces) == 1

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_jax.models.induction import InductionModel, induction_init, induction_loss
+from icl_jax.models.induction import InductionModel
 from icl_jax.tasks.sampling import Batch
 from icl_jax.theory import chen as C
 from icl_jax.theory.chi2 import chi2_mutual_information, weighted_chi2_mutual_information
@@ -231,7 +231,7 @@ def stage_one():
 @functools.partial(jax.jit, static_argnames=("model",))
 def _grad_c(c, params, batch, model):
     """``jax.grad`` of the model's default loss (prob_ce, hard labels, ε = 1e-3) w.r.t. C."""
-    return jax.grad(lambda c: induction_loss({**params, "C": c}, batch, model))(c)
+    return jax.grad(lambda c: model.loss({**params, "C": c}, batch))(c)
 
 
 def _rel(x, ref):
@@ -245,13 +245,13 @@ def test_first_order_c_gradient_error_halves_with_a(stage_one):
     grad = functools.partial(_grad_c, batch=batch, model=model)
     errs = []
     for a in (0.01, 0.005):
-        p = induction_init(model, a_init=a, dtype=jnp.float64)
+        p = model.init(a_init=a, dtype=jnp.float64)
         ad = grad(p["C"], p)
         assert ad.dtype == jnp.float64
         errs.append(_rel(C.first_order_c_gradient(p, batch, model), ad))
     assert 1.8 < errs[0] / errs[1] < 2.2, errs
     assert errs[1] < 2e-3, errs
-    p = {**induction_init(model, a_init=3.0, dtype=jnp.float64), "C": jnp.linspace(0.3, 2.0, 7)}
+    p = {**model.init(a_init=3.0, dtype=jnp.float64), "C": jnp.linspace(0.3, 2.0, 7)}
     assert _rel(C.exact_c_gradient(p, batch, model), grad(p["C"], p)) < 1e-10
     g = C.first_order_g(p, batch, model)
     assert abs(float(g[0])) < 1e-12  # ∅: K = 1, exactly no signal
@@ -264,7 +264,7 @@ def test_replicator_matches_stage_one_gradient_descent(stage_one):
     lr 0.02 (0.0031 over 200 steps of lr 0.01: the O(lr) GD error), final share of {1, 2}
     0.960 (predicted 0.962), ‖c‖² grows by ≈ 1.7 % (0.9 % at lr 0.01)."""
     batch, model = stage_one
-    p0 = induction_init(model, a_init=0.01, dtype=jnp.float64)
+    p0 = model.init(a_init=0.01, dtype=jnp.float64)
     lr, steps = 0.02, 100
 
     cs, c = [], np.asarray(p0["C"])
@@ -295,7 +295,7 @@ def test_finite_length_g_ranks_subsets_like_modified_chi2(prior_d3):
     kernels, _ = prior_d3
     batch = ngram_batch(np.random.default_rng(3), kernels, 3, 100)
     model = InductionModel(3, 3, 2, window="official")
-    params = induction_init(model, w_plus=40.0, w_minus=0.0, dtype=jnp.float64)
+    params = model.init(w_plus=40.0, w_minus=0.0, dtype=jnp.float64)
     g = np.asarray(C.first_order_g(params, batch, model))
     mc = C.selection_monte_carlo(3, (1, 2), 3, 2, 0.1, kernels=kernels)
     assert model.subsets() == mc["subsets"]

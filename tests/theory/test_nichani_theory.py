@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import icl_jax
+from icl_jax.models import ReducedModel
 from icl_jax.tasks.priors import stationary_distribution
 from icl_jax.theory import chi2, nichani as N
 
@@ -145,17 +146,16 @@ def test_enumeration_first_order_vs_exact_gradient_halves(manual):
         errs.append(_rel(N.first_order_gradient(batch, beta0, weights_B=w), exact))
     assert 1.9 < errs[0] / errs[1] < 2.1, errs
     assert errs[1] < 1e-2, errs
-    # and on the enumerated batch as a plain (unweighted) batch: grad of reduced_loss itself
+    # and on the enumerated batch as a plain (unweighted) batch: grad of the model's loss itself
     plain = N.autodiff_gradient(batch, 5e-3)
-    ref = jax.jit(jax.grad(lambda a1: icl_jax_reduced_loss(a1, batch, 5e-3)))(jnp.zeros((6, 6)))
+    ref = jax.jit(jax.grad(lambda a1: _reduced_loss(a1, batch, 5e-3)))(jnp.zeros((6, 6)))
     np.testing.assert_allclose(plain, ref, rtol=1e-12, atol=1e-20)
     assert _rel(N.first_order_gradient(batch, 5e-3), plain) < 5e-3
 
 
-def icl_jax_reduced_loss(a1, batch, beta0):
-    from icl_jax.models.reduced import reduced_loss
-
-    return reduced_loss({"A1": a1, "A2": beta0 * jnp.eye(3)}, batch, 1e-3, "soft")
+def _reduced_loss(a1, batch, beta0):
+    """ReducedModel(S=3, T=6).loss at A2 = β0·I, ε = 1e-3, soft labels."""
+    return ReducedModel(3, 6).loss({"A1": a1, "A2": beta0 * jnp.eye(3)}, batch, labels="soft", eps=1e-3)
 
 
 TWO_COMPONENTS = icl_jax.tree_from_dag_array([-1, 0, -1, 1, 2])  # components {0, 1, 3}, {2, 4}
