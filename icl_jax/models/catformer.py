@@ -21,6 +21,7 @@ float rounding (tested).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -109,7 +110,14 @@ class CatFormer(MeanLoss):
 
     def apply(self, params: dict, tokens_BxT: jax.Array) -> jax.Array:
         """Next-token logits at the last position, ``[B, S]`` (efficient, exact forward)."""
+        self._check_params(params)
         return _logits(params, tokens_BxT)
+
+    def _check_params(self, params: dict) -> None:
+        got = {k: tuple(v.shape) for k, v in params.items()} if isinstance(params, dict) else None
+        want = _param_shapes(self)
+        if got != want:
+            raise ValueError(f"params: shapes {got} do not match this model's {want} (S={self.vocab_size}, T={self.seq_len}, heads={self.heads})")
 
     def per_example_loss(self, params: dict, batch, *, labels: str = "soft") -> jax.Array:
         """Cross-entropy of softmax(logits), ``[B]``; ``labels="soft"`` (the official target
@@ -173,6 +181,11 @@ class CatFormer(MeanLoss):
         w = np.zeros((2 * d1, s), np.float32)
         w[d1 : d1 + s] = gamma * np.eye(s)
         return {"A1": jnp.asarray(a1), "A2": jnp.asarray(a2), "W": jnp.asarray(w)}
+
+
+@functools.lru_cache(maxsize=64)
+def _param_shapes(model: CatFormer) -> dict:
+    return {k: tuple(v.shape) for k, v in jax.eval_shape(model.init, jax.random.key(0)).items()}
 
 
 def _split(params: dict) -> tuple[list[jax.Array], jax.Array]:

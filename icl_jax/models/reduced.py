@@ -61,6 +61,9 @@ class ReducedModel(MeanLoss):
 
     def apply(self, params: dict, tokens_BxT: jax.Array) -> jax.Array:
         """f_θ(X) = Σ_j σ_j e_{x_j}, ``[B, S]``."""
+        t, s = self.seq_len, self.vocab_size
+        if params["A1"].shape != (t, t) or params["A2"].shape != (s, s):
+            raise ValueError(f"params: A1 must be [{t}, {t}] and A2 [{s}, {s}] for this model (got {params['A1'].shape}, {params['A2'].shape})")
         return reduced_probs(params, tokens_BxT)
 
     def per_example_loss(self, params: dict, batch, *, labels: str = "soft", eps=DEFAULT_EPS) -> jax.Array:

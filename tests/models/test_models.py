@@ -600,3 +600,15 @@ def test_efficient_forward_traces_once(model):
     for i in range(3):
         out = f(jax.tree.map(lambda a, i=i: a * (1.0 + i), params), _tokens(30 + i))
         assert out.shape == (4, S)
+
+
+def test_apply_refuses_params_of_another_shape():
+    """A config whose shapes differ from the parameters' is caught at the model boundary."""
+    params = CatFormer(5, 8).init(KEY)
+    with pytest.raises(ValueError, match="params"):
+        CatFormer(5, 9).apply(params, jnp.zeros((2, 9), jnp.int32))
+    with pytest.raises(ValueError, match="params"):
+        CatFormer(5, 8, (2, 1)).apply(params, jnp.zeros((2, 8), jnp.int32))
+    reduced = ReducedModel(4, 6).init(KEY)
+    with pytest.raises(ValueError, match="params"):
+        ReducedModel(4, 7).apply(reduced, jnp.zeros((2, 7), jnp.int32))
