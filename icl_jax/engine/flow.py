@@ -21,15 +21,14 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from icl_jax.engine.stages import LabelFn, Stage, flow_duration, group_names, top_level_labels
 
-_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8, "euler": diffrax.Euler,
-            "heun": diffrax.Heun}
+# diffrax is imported inside the functions that integrate, so `import icl_jax.engine` stays light.
+_SOLVERS = {"tsit5": "Tsit5", "dopri5": "Dopri5", "dopri8": "Dopri8", "euler": "Euler", "heun": "Heun"}
 
 
 @dataclasses.dataclass
@@ -107,6 +106,8 @@ def gradient_flow_fn(
         dcoeff)), "dopri5", "dopri8", "heun", or "euler" (constant step `dt0`; explicit Euler
         with dt0 = η is plain gradient descent with learning rate η).
     """
+    import diffrax
+
     if solver not in _SOLVERS:
         raise ValueError(f"solver: must be one of {sorted(_SOLVERS)}, got {solver!r}")
     flow_stages = _flow_stages(stages)
@@ -129,6 +130,7 @@ def gradient_flow_fn(
         else diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=pcoeff, icoeff=icoeff, dcoeff=dcoeff)
     )
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+    solver_cls = getattr(diffrax, _SOLVERS[solver])
     grad_fn = jax.grad(loss_fn)
 
     def velocity(moving):
@@ -148,7 +150,7 @@ def gradient_flow_fn(
             inner = ts[(ts > t_start + tol) & (ts < t_end - tol)]
             saveat = diffrax.SaveAt(ts=jnp.asarray(inner, jnp.float32) if inner.size else None, t1=True)
             sol = diffrax.diffeqsolve(
-                velocity(None if groups is None else set(groups)), _SOLVERS[solver](), t_start, t_end,
+                velocity(None if groups is None else set(groups)), solver_cls(), t_start, t_end,
                 dt0, y, args=batch, saveat=saveat, stepsize_controller=controller, max_steps=max_steps,
                 throw=False, progress_meter=meter,
             )

@@ -1,5 +1,6 @@
 """Gradient flow by ODE: Euler = gradient descent, first-order convergence, closed forms."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,9 +20,8 @@ def test_explicit_euler_is_gradient_descent_bit_for_bit(toy, fixed):
     gd = E.train(toy.loss, params0, stages, fixed, progress=False)
     flow = E.gradient_flow(toy.loss, params0, toy.batch, stages, ts=[0.0, 8 * eta, n * eta], solver="euler", dt0=eta)
     np.testing.assert_array_equal(flow.ts, [0.0, 2.0, 3.0])
-    for k in params0:
-        np.testing.assert_array_equal(flow.params[k][0], params0[k])
-        np.testing.assert_array_equal(flow.params[k][-1], gd.params[k])
+    chex.assert_trees_all_equal(jax.tree.map(lambda x: x[0], flow.params), params0)
+    chex.assert_trees_all_equal(jax.tree.map(lambda x: x[-1], flow.params), gd.params)
     assert flow.num_steps == (8, 4)
     np.testing.assert_allclose(flow.loss[-1], toy.loss(gd.params, toy.batch), rtol=1e-6)
 
@@ -88,7 +88,7 @@ def test_flow_vmaps_over_initial_parameters(toy):
     assert bool(jnp.all(ok)) and params_t["A1"].shape == (3, 2, toy.T, toy.T)
     for i in range(3):
         single = E.gradient_flow(toy.loss, jax.tree.map(lambda x: x[i], inits), toy.batch, 1.0, ts=[0.5, 1.0])
-        np.testing.assert_allclose(params_t["A1"][i], single.params["A1"], rtol=1e-4, atol=1e-5)
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], params_t), single.params, rtol=1e-4, atol=1e-5)
 
 
 def test_flow_errors(toy):

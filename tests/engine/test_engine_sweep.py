@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -17,9 +18,10 @@ STAGES = (E.Stage(5, groups="A1", learning_rate="lr"),
 
 
 def _assert_trees(a, b, exact):
-    check = np.testing.assert_array_equal if exact else (
-        lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6))
-    jax.tree.map(lambda x, y: check(np.asarray(x), np.asarray(y)), a, b)
+    if exact:
+        chex.assert_trees_all_equal(a, b)
+    else:
+        chex.assert_trees_all_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("vectorize, exact", [("map", True), ("vmap", False)])

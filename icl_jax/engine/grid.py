@@ -1,7 +1,7 @@
 """Seeds × hyperparameters in one compiled call, sharded over every available device.
 
 A sweep flattens its (grid point, seed) pairs into one run axis — grid outer, seeds inner —
-vmaps the single-run program of `icl_jax.engine.train` over it, and shards that axis over a
+vmaps the single-run program of `icl_jax.engine.program` over it, and shards that axis over a
 1-D device mesh (`jax.sharding.Mesh` + `NamedSharding`; runs are independent, so no
 collectives). The axis is padded to a multiple of the device count and the padding dropped.
 One CPU, a GPU node and a TPU slice run the same code; a mesh of one device is the fallback.
@@ -23,17 +23,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from icl_jax.engine.data import DataSource
+from icl_jax.engine.execute import RUN_AXIS, VECTORIZE_MODES, RunLayout, run_layout
+from icl_jax.engine.program import LossFn, make_program
+from icl_jax.engine.results import TrainResult
+from icl_jax.engine.runs import numeric_hparam
 from icl_jax.engine.stages import LabelFn, Stage, top_level_labels
-from icl_jax.engine.train import (
-    RUN_AXIS,
-    VECTORIZE_MODES,
-    LossFn,
-    RunLayout,
-    TrainResult,
-    make_program,
-    numeric_hparam,
-    run_layout,
-)
 
 
 def product_grid(**axes: Sequence[float]) -> dict[str, np.ndarray]:
@@ -128,7 +122,7 @@ def sweep(
         the hardware: vmap pays off when one run does not fill the device (accelerators, small
         batches); on a CPU with runs of batch ~1024 one run already keeps a core busy and the
         32× larger vmapped working set runs slower per run than "map" (benchmarks/sweep.py).
-      Everything else: as `icl_jax.engine.train`.
+      Everything else: as `icl_jax.engine.train` (the function).
 
     Returns:
       A TrainResult whose arrays have leading axes (G, n_seeds): `loss` is (G, N, steps),
