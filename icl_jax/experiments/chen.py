@@ -359,10 +359,10 @@ def _run_training(name: str, title: str):
 
 # ------------------------------------------------------------- theory beside training
 def _training_data(config, task, seed: int):
-    """The exact dataset the engine drew for ``seed`` (fixed-data mode): the run key is
-    split into (init key, data key) and the sampler is called once on the data key."""
-    _, data_key = jax.random.split(jax.random.key(seed))
-    return task.sample(data_key, config["num_train"])
+    """The exact dataset the engine drew for ``seed`` in fixed-data mode (the token batch,
+    before window statistics): the engine's own ``run_data`` of the same sampler."""
+    n = config["num_train"]
+    return engine.run_data(engine.CommonSamples(lambda key, hp: task.sample(key, n)), seed)
 
 
 def theory_overlay(config, out: Path, name: str, task, model, result: dict, m, steps) -> dict:

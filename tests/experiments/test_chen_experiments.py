@@ -61,3 +61,22 @@ def test_experiment_runs_and_writes_outputs(name, tmp_path):
         assert metrics["final_shares"]["110"]["mean"] > 0.9
     if name == "chen-generalization":
         assert set(metrics["by_length"]) == {"24"} and set(metrics["by_alpha"]) == {"1"}
+
+
+def test_theory_overlay_rebuilds_each_run_training_set(tmp_path):
+    """The stage-I theory overlay evaluates G_S on the training set of the run it explains:
+    the engine's run_data of that seed, not a copy of the engine's key split. Each seed's
+    first recorded training loss is the loss of the initial parameters on that set."""
+    from icl_jax.experiments.chen import _loss_kw, _training_data, train_chen
+
+    exp = get_experiment("chen-three-stage-d2")
+    config = exp.defaults | exp.quick | TINY | {"stage_steps": [2, 1, 1]}
+    task, model, res, _, _, _ = train_chen(config, tmp_path, progress=False)
+    losses = []
+    for r, seed in enumerate(res.seeds):
+        data = _training_data(config, task, seed)
+        assert data.tokens_BxT.shape == (config["num_train"], config["seq_len"])
+        want = float(model.loss(model.init(), model.window_stats(data), **_loss_kw(config)))
+        np.testing.assert_allclose(float(np.asarray(res.loss)[0, r, 0]), want, rtol=1e-5)
+        losses.append(want)
+    assert losses[0] != losses[1]  # two seeds, two training sets
