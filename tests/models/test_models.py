@@ -1,4 +1,5 @@
-"""Models (Nichani spec §3, §4, §10): CatFormer, the reduced model, the Fig. 8 MLP transformer."""
+"""Models (docs/models.md): CatFormer, the reduced model, the Fig. 8 preset of the NNX
+Transformer (its own tests are in test_transformer.py), and the protocol every model follows."""
 
 import functools
 import math
@@ -12,7 +13,7 @@ import pytest
 import icl_jax
 from icl_jax.losses import LABELS
 from icl_jax.models import InductionModel, Model
-from icl_jax.models import mlp_transformer as mt
+import fig8_reference as mt  # the plain-dict Fig. 8 reference (tests only)
 from icl_jax.models.catformer import (
     CatFormer,
     catformer_embed,
@@ -20,17 +21,9 @@ from icl_jax.models.catformer import (
     layer1_positional_attention,
     stream_blocks,
 )
-from icl_jax.models.mlp_transformer import (
-    MLPTransformer,
-    mlp_transformer_attention,
-    mlp_transformer_embed,
-    mlp_transformer_init,
-    mlp_transformer_logits,
-    mlp_transformer_logits_naive,
-    mlp_transformer_stream,
-)
 from icl_jax.models.reduced import ReducedModel, reduced_layer1_attention, reduced_probs
 from icl_jax.models.reference import catformer_logits_naive, catformer_stream
+from icl_jax.models.transformer import fig8_transformer
 
 HEADS = [(1, 1), (2, 1), (1,), (1, 1, 1), (3, 2)]
 S, T = 5, 8  # small default shapes (one compile per model configuration)
@@ -45,9 +38,6 @@ _cat_apply = jax.jit(lambda model, p, x: model.apply(p, x), static_argnums=0)
 # (efficient logits, naive logits, attention maps) in one program per model
 _cat_all = jax.jit(
     lambda model, p, x: (model.apply(p, x), catformer_logits_naive(p, x), model.attention(p, x)), static_argnums=0
-)
-_mlp_all = jax.jit(
-    lambda p, x: (mlp_transformer_logits(p, x), mlp_transformer_logits_naive(p, x), mlp_transformer_attention(p, x))
 )
 _reduced_probs = jax.jit(REDUCED.apply)
 _reduced_loss = jax.jit(lambda p, b, eps, labels: REDUCED.loss(p, b, labels=labels, eps=eps), static_argnames="labels")
@@ -71,18 +61,6 @@ def _random_catformer(seed, heads, s=S, t=T):
     """A's at 4·N(0, 1/d) (peaked attention), W at N(0, 1/d_L)."""
     shapes = jax.eval_shape(CatFormer(s, t, heads).init, KEY)
     return _normal_like(seed, shapes, lambda path: 1.0 if path == "['W']" else 4.0)
-
-
-def _mlp_scale(path):
-    if path in ("['wte']", "['wpe']"):
-        return 1.0
-    return 8.0 if path.endswith("['A']") else 0.5  # A large enough for peaked attention
-
-
-def _random_mlp(seed, num_layers=2, s=S, t=T):
-    """Embeddings N(0, 1/d), A at 8·N(0, 1/d), the rest 0.5·N(0, 1/d)."""
-    shapes = jax.eval_shape(lambda: mlp_transformer_init(jax.random.key(0), MLPTransformer(s, t, num_layers)))
-    return _normal_like(seed, shapes, _mlp_scale)
 
 
 def _ce(logits, batch):
@@ -189,52 +167,32 @@ def test_stream_blocks_index_map():
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
 
 
-@pytest.mark.parametrize("num_layers", [1, 2, 3])
-def test_mlp_transformer_shapes(num_layers):
-    model = MLPTransformer(S, T, num_layers)
-    d = S + T
-    assert model.width == d
-    params = jax.eval_shape(lambda: mlp_transformer_init(jax.random.key(0), model))
-    assert sorted(params) == sorted(["wte", "wpe", "W"] + [f"L{l + 1}" for l in range(num_layers)])
-    assert params["wte"].shape == (S, d) and params["wpe"].shape == (T, d) and params["W"].shape == (d, S)
-    for l in range(num_layers):
-        layer = params[f"L{l + 1}"]
-        assert layer["A"].shape == (d, d) and layer["V"].shape == (d, d)
-        assert [(lin["w"].shape, lin["b"].shape) for lin in layer["mlp"]] == [((d, d), (d,))] * 2
-    assert model.num_params == sum(x.size for x in jax.tree.leaves(params))
-    x = _tokens(1, b=3)
-    assert jax.eval_shape(mlp_transformer_logits, params, x).shape == (3, S)
-    assert jax.eval_shape(mlp_transformer_logits_naive, params, x).shape == (3, S)
-    x0 = jax.eval_shape(mlp_transformer_embed, params, x)
-    assert x0.shape == (3, T, d)
-    assert jax.eval_shape(mlp_transformer_stream, params, x0).shape == (3, T, d)
-    assert [a.shape for a in jax.eval_shape(mlp_transformer_attention, params, x)] == [(3, T, T)] * num_layers
-
-
-def test_mlp_transformer_init_convention():
-    """split(key, 2L+2): 2i → V_i, 2i+1 → MLP_i, −2 → wte, −1 → wpe; N(0, 1/d); zeros elsewhere."""
-    assert MLPTransformer(10, 20).num_params == 8520
+def test_fig8_init_convention():
+    """Fig. 8 preset: split(key, 2L+2): 2i → V_i, 2i+1 → MLP_i, −2 → wte, −1 → wpe; N(0, 1/d);
+    zeros elsewhere (A, the last MLP weight, every bias, W)."""
     d = S + T
     key = jax.random.key(3)
-    params = mlp_transformer_init(key, MLPTransformer(S, T))
+    params = fig8_transformer(S, T).init(key)
+    assert sum(x.size for x in jax.tree.leaves(jax.eval_shape(fig8_transformer(10, 20).init, key))) == 8520
     keys = jax.random.split(key, 6)
     close = dict(rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(params["wte"], jax.random.normal(keys[-2], (S, d)) / math.sqrt(d), **close)
     np.testing.assert_allclose(params["wpe"], jax.random.normal(keys[-1], (T, d)) / math.sqrt(d), **close)
     for l in range(2):
         layer = params[f"L{l + 1}"]
-        np.testing.assert_allclose(layer["V"], jax.random.normal(keys[2 * l], (d, d)) / math.sqrt(d), **close)
+        np.testing.assert_allclose(layer["attn"]["V"][0], jax.random.normal(keys[2 * l], (d, d)) / math.sqrt(d), **close)
         w0 = jax.random.normal(jax.random.split(keys[2 * l + 1], 2)[0], (d, d)) / math.sqrt(d)
-        np.testing.assert_allclose(layer["mlp"][0]["w"], w0, **close)
-        assert np.all(np.asarray(layer["A"]) == 0) and np.all(np.asarray(layer["mlp"][-1]["w"]) == 0)
-        assert all(np.all(np.asarray(lin["b"]) == 0) for lin in layer["mlp"])
+        np.testing.assert_allclose(layer["mlp"]["fc1"]["w"], w0, **close)
+        assert np.all(np.asarray(layer["attn"]["A"]) == 0) and np.all(np.asarray(layer["mlp"]["fc2"]["w"]) == 0)
+        assert all(np.all(np.asarray(layer["mlp"][fc]["b"]) == 0) for fc in ("fc1", "fc2"))
     assert np.all(np.asarray(params["W"]) == 0)
     emb = np.concatenate([np.asarray(params["wte"]).ravel(), np.asarray(params["wpe"]).ravel()])
     assert 0.8 / math.sqrt(d) < emb.std() < 1.2 / math.sqrt(d)
 
 
 def test_mup_linear_scaling():
-    """Stored weight × √(out/in), bias × √out; ReLU between linears, none after the last."""
+    """Stored weight × √(out/in), bias × √out; ReLU between linears, none after the last (the
+    reference's MLP against the formula; the NNX preset equals the reference in float64)."""
     w1, b1 = jnp.arange(8.0).reshape(4, 2) - 3.0, jnp.array([0.5, -2.0])
     w2, b2 = jnp.ones((2, 3)), jnp.zeros(3)
     x = jnp.array([[1.0, -1.0, 2.0, 0.5]])
@@ -255,17 +213,6 @@ def test_catformer_efficient_equals_naive(heads):
         assert np.asarray(attn)[..., -1, :].max() > 2.0 / T
 
 
-@pytest.mark.parametrize("num_layers", [1, 2, 3])
-def test_mlp_transformer_efficient_equals_naive(num_layers):
-    params = _random_mlp(4, num_layers)
-    fast, naive, maps = _mlp_all(params, _tokens(5))
-    assert np.std(np.asarray(fast)) > 0.1
-    np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-5)
-    for attn in maps:
-        _check_rows(attn)
-        assert np.asarray(attn)[..., -1, :].max() > 2.0 / T
-
-
 def _grads_both(fast, naive):
     def loss(forward, p, batch):
         return _ce(forward(p, batch.tokens_BxT), batch)
@@ -273,13 +220,9 @@ def _grads_both(fast, naive):
     return jax.jit(lambda p, b: (jax.grad(loss, 1)(fast, p, b), jax.grad(loss, 1)(naive, p, b)))
 
 
-@pytest.mark.parametrize("model", ["catformer", "mlp"])
-def test_efficient_gradients_equal_naive(model, batch):
+def test_efficient_gradients_equal_naive(batch):
     """Training differentiates the efficient forward: its gradients match the naive ones."""
-    if model == "catformer":
-        params, fast, naive = _random_catformer(6, (2, 1)), CatFormer(S, T, (2, 1)).apply, catformer_logits_naive
-    else:
-        params, fast, naive = _random_mlp(7), mlp_transformer_logits, mlp_transformer_logits_naive
+    params, fast, naive = _random_catformer(6, (2, 1)), CatFormer(S, T, (2, 1)).apply, catformer_logits_naive
     g_fast, g_naive = _grads_both(fast, naive)(params, batch)
     assert max(np.abs(np.asarray(g)).max() for g in jax.tree.leaves(g_fast)) > 1e-3
     chex.assert_trees_all_close(g_fast, g_naive, rtol=1e-4, atol=1e-5)
@@ -301,24 +244,12 @@ def _catformer_stream_jacobian(params, h0_TxD):
     return jax.jacrev(lambda h: catformer_stream(params, h[None])[0])(h0_TxD)
 
 
-@jax.jit
-def _mlp_stream_jacobian(params, x0_TxD):
-    return jax.jacrev(lambda x: mlp_transformer_stream(params, x[None])[0])(x0_TxD)
-
-
 @pytest.mark.parametrize("heads", [(1, 1), (2, 1)])
 def test_catformer_stream_is_causal(heads):
     s, t = 3, 5
     params = _random_catformer(8, heads, s, t)
     h0 = jnp.asarray(RNG(9).standard_normal((t, s + t)), jnp.float32)  # continuous embedding
     _check_causal_jacobian(_catformer_stream_jacobian(params, h0))
-
-
-def test_mlp_transformer_stream_is_causal():
-    s, t = 3, 5
-    params = _random_mlp(10, 2, s, t)
-    x0 = jnp.asarray(RNG(11).standard_normal((t, s + t)), jnp.float32)
-    _check_causal_jacobian(_mlp_stream_jacobian(params, x0))
 
 
 def _check_rows(attn):
@@ -347,14 +278,11 @@ def test_layer1_positional_attention_matches_full_attention_without_token_blocks
 
 
 # --------------------------------------------------------------------- zero init
-@functools.partial(jax.jit, static_argnums=0)
-def _value_and_grads(cat_model, cat_params, mlp_params, batch):
-    def loss(p, forward):
-        return _ce(forward(p, batch.tokens_BxT), batch)
-
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _value_and_grads(cat_model, fig8_model, cat_params, fig8_params, batch):
     return (
-        jax.value_and_grad(loss)(cat_params, cat_model.apply),
-        jax.value_and_grad(loss)(mlp_params, mlp_transformer_logits),
+        jax.value_and_grad(cat_model.loss)(cat_params, batch),
+        jax.value_and_grad(fig8_model.loss)(fig8_params, batch),
     )
 
 
@@ -362,16 +290,16 @@ def _value_and_grads(cat_model, cat_params, mlp_params, batch):
 def test_zero_init_loss_is_log_s_and_only_w_learns(s, t, batch):
     if (s, t) != (S, T):
         batch = _np_tree_batch(2, [-1] + list(range(t - 2)), s, 16)
-    cat_model = CatFormer(s, t, (1, 1))
-    cat = cat_model.init(KEY)
-    mlp = mlp_transformer_init(jax.random.key(2), MLPTransformer(s, t))
-    (cat_loss, cat_g), (mlp_loss, mlp_g) = _value_and_grads(cat_model, cat, mlp, batch)
-    for loss, grads in [(cat_loss, cat_g), (mlp_loss, mlp_g)]:
+    cat_model, fig8 = CatFormer(s, t, (1, 1)), fig8_transformer(s, t)
+    (cat_loss, cat_g), (fig8_loss, fig8_g) = _value_and_grads(
+        cat_model, fig8, cat_model.init(KEY), fig8.init(jax.random.key(2)), batch
+    )
+    for loss, grads in [(cat_loss, cat_g), (fig8_loss, fig8_g)]:
         assert abs(float(loss) - math.log(s)) < 1e-6
         assert np.abs(np.asarray(grads["W"])).max() > 0
         others = {k: v for k, v in grads.items() if k != "W"}
         assert others and all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(others))
-    assert set(cat_g) == {"A1", "A2", "W"}
+    assert set(cat_g) == {"A1", "A2", "W"} and set(fig8_g) == {"wte", "wpe", "L1", "L2", "W"}
 
 
 # ------------------------------------------------------------------ reduced model
@@ -517,14 +445,6 @@ def test_bad_configs():
     ]:
         with pytest.raises(ValueError, match=name):
             CatFormer(**kwargs)
-    for kwargs, name in [
-        (dict(vocab_size=1, seq_len=T), "vocab_size"),
-        (dict(vocab_size=S, seq_len=1), "seq_len"),
-        (dict(vocab_size=S, seq_len=2.5), "seq_len"),
-        (dict(vocab_size=S, seq_len=T, num_layers=0), "num_layers"),
-    ]:
-        with pytest.raises(ValueError, match=name):
-            MLPTransformer(**kwargs)
     with pytest.raises(ValueError, match="init"):
         CatFormer(S, T, init_dist="uniform")
     with pytest.raises(ValueError, match="seq_len"):
@@ -553,26 +473,6 @@ def test_bad_catformer_inputs():
     check(model.apply, dict(params, wte=jax.ShapeDtypeStruct((S, S + T), f32)), x, "params")
 
 
-def test_bad_mlp_transformer_inputs():
-    params = jax.eval_shape(lambda: mlp_transformer_init(jax.random.key(0), MLPTransformer(S, T)))
-    x = _tokens(25)
-    d, f32 = S + T, jnp.float32
-
-    def check(fn, p, xs, name):
-        with pytest.raises(ValueError, match=name):
-            jax.eval_shape(fn, p, xs)
-
-    for fn in (mlp_transformer_logits, mlp_transformer_logits_naive, mlp_transformer_attention):
-        check(fn, params, x[:, :-1], "tokens_BxT")
-    check(mlp_transformer_logits, dict(params, L2=dict(params["L2"], V=jax.ShapeDtypeStruct((d, d + 1), f32))), x, "V")
-    bad = [params["L1"]["mlp"][0], {"w": jax.ShapeDtypeStruct((d, d + 1), f32), "b": jax.ShapeDtypeStruct((d + 1,), f32)}]
-    check(mlp_transformer_logits, dict(params, L1=dict(params["L1"], mlp=bad)), x, "mlp")
-    check(mlp_transformer_logits, dict(params, W=jax.ShapeDtypeStruct((d, S + 1), f32)), x, "W")
-    check(mlp_transformer_logits, dict(params, wpe=jax.ShapeDtypeStruct((T, d + 1), f32)), x, "wpe")
-    check(mlp_transformer_logits, {k: v for k, v in params.items() if k != "L1"}, x, "params")
-    check(mlp_transformer_stream, params, jax.ShapeDtypeStruct((1, T, d + 1), f32), "x0_BxTxD")
-
-
 def test_bad_reduced_inputs(batch):
     params = REDUCED.init(KEY)
     with pytest.raises(ValueError, match="tokens_BxT"):
@@ -584,13 +484,9 @@ def test_bad_reduced_inputs(batch):
 
 
 # -------------------------------------------------------------------------- jit
-@pytest.mark.parametrize("model", ["catformer", "mlp"])
-def test_efficient_forward_traces_once(model):
-    if model == "catformer":
-        params, forward = _random_catformer(28, (1, 1)), CatFormer(S, T, (1, 1)).apply
-    else:
-        params, forward = _random_mlp(29), mlp_transformer_logits
-    chex.clear_trace_counter()  # the counter is keyed by source and call stack: shared by both parameters
+def test_efficient_forward_traces_once():
+    params, forward = _random_catformer(28, (1, 1)), CatFormer(S, T, (1, 1)).apply
+    chex.clear_trace_counter()  # the counter is keyed by source and call stack
 
     @jax.jit
     @chex.assert_max_traces(n=1)

@@ -1,4 +1,7 @@
-r"""The transformer with value matrices and MLPs of Nichani, Damian & Lee's Fig. 8 (spec §3.4).
+r"""Reference for tests only: the plain-dict implementation of Nichani, Damian & Lee's Fig. 8
+transformer that preceded the Flax NNX :class:`icl_jax.models.Transformer`. The library's
+Fig. 8 model is :func:`icl_jax.models.fig8_transformer`; this file is the independent second
+implementation it is checked against (logits, attention, gradients in float64; init bit for bit).
 
 Width d = S + T. Learned embeddings are *added*: x_i = wte[x_i] + wpe[i] ∈ R^d. Each of the
 L layers has one bilinear score matrix A ∈ R^{d×d}, a value matrix V ∈ R^{d×d} and a ReLU MLP
