@@ -1,0 +1,37 @@
+"""Helpers shared by the Nichani and Chen experiment packages: the seed list, the held-out
+test set (one ``fold_in`` stream independent of every run key), a baseline's mean ± s.e.,
+and per-seed summaries.
+
+Paper-specific helpers live in :mod:`icl_jax.experiments.nichani.common` and
+:mod:`icl_jax.experiments.chen.common`; the recipes they serve are listed in
+``docs/nichani-theory.md#official-recipes`` and ``docs/chen-theory.md#official-recipes``.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from icl_jax.tasks.sampling import Batch
+
+TEST_STREAM = 10_000_019  # fold_in index of the test set: independent of every run key
+
+
+def _seeds(config) -> list[int]:
+    return [config["seed"] + i for i in range(config["seeds"])]
+
+
+def _test_set(task, config, size=None) -> Batch:
+    key = jax.random.fold_in(jax.random.key(config["seed"]), TEST_STREAM)
+    return task.sample(key, size or config["test_size"])
+
+
+def _loss_stat(values) -> dict:
+    """A per-example loss array as its mean and standard error (a baseline's entry)."""
+    v = np.asarray(values, np.float64)
+    return {"loss": float(v.mean()), "se": float(v.std(ddof=1) / np.sqrt(v.size))}
+
+
+def _per_seed(values) -> dict:
+    v = np.asarray(values, np.float64).reshape(-1)
+    return {"mean": float(v.mean()), "sd": float(v.std()), "per_seed": v.tolist()}
