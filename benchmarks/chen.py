@@ -1,7 +1,7 @@
 """Chen induction-head model: one full-batch gradient step, the icl_jax library vs the official design.
 
-Configuration (spec §5.2, the official simplified model): d=3, L=100, H=3 heads, D=2 (11
-subsets in the official enumeration, 7 live), window "official" (head h sees offsets
+Configuration (the official simplified model; docs/chen-theory.md#official-recipes): d=3, L=100, H=3
+heads, D=2 (11 subsets in the official enumeration, 7 live), window "official" (head h sees offsets
 h..h+H−1), w_+=3, w_−=0.1, c=a=0.01, 9000 training sequences (the first 9000 of a
 10,000-sequence dataset; the official ``random_split`` is 9000/1000), full-batch plain SGD over
 all groups (C, W, a) with learning rate 1 (the official joint "CWa" run). Both losses:
@@ -125,7 +125,8 @@ try:  # the sufficient-statistics fast path of the simplified model (optional: t
 except ImportError:
     compress_window_stats = window_stats = None
 
-D_VOCAB, L, H, DEGREE, ALPHA, PARENTS = 3, 100, 3, 2, 0.1, (1, 2)  # spec §5.2 common settings
+# Chen et al.'s common official settings (docs/chen-theory.md#official-recipes)
+D_VOCAB, L, H, DEGREE, ALPHA, PARENTS = 3, 100, 3, 2, 0.1, (1, 2)
 W_PLUS, W_MINUS, C_INIT, A_INIT = 3.0, 0.1, 0.01, 0.01
 N_TOTAL, N_TRAIN, LR = 10_000, 9000, 1.0
 LOSS_NAMES = ("official", "prob_ce")

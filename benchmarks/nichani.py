@@ -1,9 +1,10 @@
 """Nichani single-parent training step: the icl_jax library path vs the official design.
 
-Configuration (spec §5.1 row 1): S=10, T=20, α=0.1, chain graph, batch 1024, CatFormer heads
-[1, 1] (5,700 parameters), all-zero init, plain SGD with a cosine learning-rate schedule from
-1.0, a fresh batch at every step. Both paths do the same work per step: draw 1024 sequences
-(fresh per-sequence Markov kernels), one forward/backward pass, one SGD update.
+Configuration (the official single-parent recipe; docs/nichani-theory.md#official-recipes): S=10,
+T=20, α=0.1, chain graph, batch 1024, CatFormer heads [1, 1] (5,700 parameters), all-zero init,
+plain SGD with a cosine learning-rate schedule from 1.0, a fresh batch at every step. Both paths do
+the same work per step: draw 1024 sequences (fresh per-sequence Markov kernels), one
+forward/backward pass, one SGD update.
 
 ours
   ``icl_jax.engine.train`` with ``FreshSamples`` (``TreeTask.sample`` on device, inside the
@@ -83,7 +84,8 @@ def parse_args(argv=None):
     return args
 
 
-S, T, ALPHA, HEADS, BATCH = 10, 20, 0.1, (1, 1), 1024  # spec §5.1 row 1
+# the official single-parent recipe (docs/nichani-theory.md#official-recipes)
+S, T, ALPHA, HEADS, BATCH = 10, 20, 0.1, (1, 1), 1024
 OFFICIAL_STEPS, OFFICIAL_BLOCK = 2**17, 2**20
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training-engine throughput: one seed, a vmapped 32-seed sweep, and a Python loop of seeds.
 
 Trains a small stand-in model with ``icl_jax.engine`` — Nichani's disentangled two-layer
-attention-only transformer (CatFormer, spec §3.1): S=10, T=20, heads [1,1], 5,700
+attention-only transformer (CatFormer, docs/models.md#catformer): S=10, T=20, heads [1,1], 5,700
 parameters, zero init, last-position soft-label cross-entropy, plain constant-lr SGD, a fresh
 batch of chain-graph tree-task sequences (α=0.1) drawn on device at every step — and times,
 all in one process, with the same loss/init/data/stage objects throughout (so the engine's
@@ -92,7 +92,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import icl_jax
 from icl_jax.engine import FreshSamples, Stage, sweep, train
 
-S, T, ALPHA, HEADS = 10, 20, 0.1, (1, 1)  # Nichani single-parent config (spec §5.1 row 1)
+# Nichani et al.'s single-parent config (docs/nichani-theory.md#official-recipes)
+S, T, ALPHA, HEADS = 10, 20, 0.1, (1, 1)
 PEAK_N = 2048
 
 
@@ -100,7 +101,7 @@ def log(msg):
     print(f"[sweep-bench] {msg}", file=sys.stderr, flush=True)
 
 
-# ---- model: disentangled transformer (CatFormer), Nichani spec §3.1 ------------------------------
+# ---- model: disentangled transformer (CatFormer), docs/models.md#catformer -----------------------
 
 
 def param_shapes(heads=HEADS, vocab=S, seq_len=T):
@@ -273,7 +274,7 @@ def main(args):
     assert task.seq_len == T, task.seq_len
     shapes = param_shapes()
     n_params = sum(math.prod(s) for s in shapes.values())
-    assert n_params == 5700, n_params  # spec §3.1: heads [1,1], S=10, T=20
+    assert n_params == 5700, n_params  # heads [1,1], S=10, T=20 (docs/models.md#catformer)
 
     batch, steps, seeds = args.batch, args.steps, args.seeds
     init = make_init(args.init_scale)

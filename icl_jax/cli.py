@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     theory = th.add_subparsers(dest="theory_command", required=True)
     ng = theory.add_parser(
         "nichani-gradient",
-        help="Nichani §6: layer-1 gradient at init, autodiff vs first-order vs chi2 population form",
+        help="Nichani et al.: layer-1 gradient at init, autodiff vs first-order vs chi2 population form",
     )
     ng.add_argument("--graph", choices=["chain", "icl", "random", "fig9", "manual"], default="chain")
     ng.add_argument("--graph-seed", type=int, default=0)
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     ng.set_defaults(func=cmd_theory_nichani_gradient)
     cs = theory.add_parser(
         "chen-selection",
-        help="Chen §6.2: modified and standard chi2 MI of every head subset, S* = argmax modified chi2",
+        help="Chen et al.: modified and standard chi2 MI of every head subset, S* = argmax modified chi2",
     )
     cs.add_argument("--vocab-size", type=int, default=3)
     cs.add_argument("--parents", type=_int_list, default=[1, 2], help="parent offsets, e.g. 1,2")

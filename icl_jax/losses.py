@@ -40,7 +40,7 @@ DEFAULT_EPS = 1e-3
 """The library's one ε: probabilities are scored as the proper mixture (p + ε)/(1 + Sε)
 (baselines, Chen's model) or as −Σ_b Y_b log(f_b + ε) (Nichani's reduced model). Mixture
 outputs put exactly zero mass on a token absent from the context, so ε = 0 gives +∞ on a
-small fraction of sequences (Nichani et al. §3.3, Chen et al. §4)."""
+small fraction of sequences (docs/models.md#the-epsilon-floor)."""
 
 LABELS = ("soft", "hard")
 
@@ -62,7 +62,7 @@ def targets(batch, labels: str, vocab_size: int, dtype=jnp.float32) -> jax.Array
 def cross_entropy_probs(probs_BxS: jax.Array, label_probs_BxS: jax.Array, eps: float = 0.0) -> jax.Array:
     r"""Cross-entropy of a predicted distribution, :math:`-\sum_b Y_b \log(f_b+ε)`.
 
-    ``eps`` is the floor of Nichani et al. §3.3 for predictors that can put zero mass on a
+    ``eps`` is the floor (docs/models.md#the-epsilon-floor) for predictors that can put zero mass on a
     possible token; 0 means no floor, so a zero where Y_b > 0 gives +inf (never NaN:
     0·log 0 counts as 0)."""
     return -jnp.sum(xlogy(label_probs_BxS, probs_BxS + eps), axis=-1)

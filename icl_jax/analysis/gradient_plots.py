@@ -1,4 +1,4 @@
-"""Figures for the layer-1 gradient at initialisation (Nichani et al. §6; docs/nichani-theory.md)."""
+"""Figures for the layer-1 gradient at initialisation (Nichani et al.; docs/nichani-theory.md)."""
 
 from __future__ import annotations
 

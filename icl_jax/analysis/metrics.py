@@ -1,4 +1,4 @@
-"""Graph-recovery metrics on layer-1 attention (Nichani spec §8).
+"""Graph-recovery metrics on layer-1 attention (docs/tasks.md#graph-recovery-metrics).
 
 All functions are ``jnp`` and take the parent structure as an array, so they run inside the
 engine's compiled metrics (vmapped over seeds and over graphs, Fig. 9) as well as on host.

@@ -1,8 +1,8 @@
 """Checkpoints as single `.npz` files, written atomically.
 
-Parameters here are tiny, so a flat `numpy.savez` of the state's leaves is enough (spec
-jax-style §8); the pytree structure is rebuilt from a template on load, so no pickling.
-Typed PRNG keys are stored as their raw `key_data`.
+Parameters here are tiny, so a flat `numpy.savez` of the state's leaves is enough (see
+docs/engine.md#checkpoints-and-resume); the pytree structure is rebuilt from a template on load, so
+no pickling. Typed PRNG keys are stored as their raw `key_data`.
 """
 
 from __future__ import annotations

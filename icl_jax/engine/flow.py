@@ -4,7 +4,7 @@ Time follows the neural-tangents convention t = η·steps, so a `Stage(steps=n,
 learning_rate=η)` of plain SGD is the explicit-Euler discretisation, with step η, of the flow
 over a time n·η; `refine_stages` shrinks η at fixed time ("gradient descent with small steps")
 and `gradient_flow` integrates the limit with adaptive Tsit5 + a PID step-size controller
-(spec jax-style §5). In a stage only its groups move; the others have zero velocity.
+(docs/engine.md#time-convention). In a stage only its groups move; the others have zero velocity.
 
 The loss must be deterministic: pass a fixed batch (data modes (b)/(c)) or an exact /
 enumerated population loss, never a resampling one.

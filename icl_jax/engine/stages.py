@@ -1,16 +1,17 @@
 """Training stages: which parameter groups train, with which optax optimiser, for how long.
 
 A run is a list of `Stage`s executed in order ("A1 only for τ1 steps, then A2 only for τ2
-steps" — Nichani Algorithm 1; "C, then W, then a" — Chen §5). Each stage owns a fresh
-optimiser state (Chen's official code builds a new SGD per phase) and freezes every group
-it does not name through `optax.multi_transform` with `optax.set_to_zero`.
+steps" — Nichani et al.'s Algorithm 1; "C, then W, then a" — Chen et al.'s official phases;
+docs/engine.md#staged-training). Each stage owns a fresh optimiser state (Chen's official code
+builds a new SGD per phase) and freezes every group it does not name through `optax.multi_transform`
+with `optax.set_to_zero`.
 
 Parameter groups are the top-level entries of the parameter pytree (dict keys, dataclass or
 NamedTuple fields, sequence indices as strings) unless a `label_fn` says otherwise.
 
 Hyperparameters that a sweep varies (learning rate, weight decay) are given as the *name*
 of an entry of the run's hyperparameter dict; they then arrive as traced array leaves, so
-one compiled program serves every grid point (spec jax-style §3: "vmapped learning rates").
+one compiled program serves every grid point (docs/engine.md#staged-training).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """``data-baselines``: the sampler against its stationary law, and every baseline's loss.
 
 Two checks a reader can see: (1) for one fixed π the empirical token marginal of every
-context position of a chain sequence matches μ_π from the GTH solve (Nichani §10 test 5);
+context position of a chain sequence matches μ_π from the GTH solve (docs/tasks.md#tree-task);
 (2) the Monte-Carlo loss of every reference predictor on the tree, DAG and n-gram tasks,
-with standard errors and the closed-form oracle ψ(Sα+1) − ψ(α+1) (Nichani §6.7)."""
+with standard errors and the closed-form oracle ψ(Sα+1) − ψ(α+1)
+(docs/nichani-theory.md#closed-forms-for-tests)."""
 
 from __future__ import annotations
 

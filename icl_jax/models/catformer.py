@@ -1,4 +1,4 @@
-r"""The disentangled transformer ("CatFormer") of Nichani, Damian & Lee (Nichani et al. §3.1;
+r"""The disentangled transformer ("CatFormer") of Nichani, Damian & Lee (Nichani et al.;
 docs/models.md#catformer).
 
 Residual stream h_i^(0) = [e_{x_i}; e_i] ∈ R^{S+T}. Layer ℓ has m_ℓ heads, each a bilinear
@@ -43,7 +43,7 @@ _INITS = ("zero", "normal")
 
 @dataclasses.dataclass(frozen=True)
 class CatFormer(MeanLoss):
-    """A disentangled transformer (Nichani et al. §3.1), following the model protocol.
+    """A disentangled transformer (Nichani et al.; docs/models.md#catformer), following the model protocol.
 
     Attributes:
       vocab_size: S >= 2.
@@ -146,8 +146,8 @@ class CatFormer(MeanLoss):
         return stream_blocks(self.vocab_size, self.seq_len, self.heads)
 
     def reference_params(self, parents: Sequence[int], c: float = 50.0, beta: float = 50.0, gamma: float = 1.0) -> dict:
-        """Hand-set two-layer weights that implement the count estimator (Nichani et al.
-        §3.2; docs/models.md#catformer).
+        """Hand-set two-layer weights that implement the count estimator (Nichani et al.;
+        docs/models.md#reference-construction).
 
         Args:
           parents: official dag array over the T−1 context positions (−1 = root); the
@@ -299,7 +299,7 @@ def layer1_positional_attention(params: dict, vocab_size: int | None = None) -> 
 
 
 def stream_blocks(vocab_size: int, seq_len: int, heads: Sequence[int]) -> list[tuple[str, int, int]]:
-    """Named [start, stop) blocks of the final stream h^(L) (Nichani et al. §3.1 index map), e.g.
+    """Named [start, stop) blocks of the final stream h^(L) (docs/models.md#stream-index-map), e.g.
     ``("L2h0 token", 60, 70)`` = layer-2 head-0 average of raw tokens."""
     blocks = [("token", 0, vocab_size), ("position", vocab_size, vocab_size + seq_len)]
     for l, m in enumerate(heads):

@@ -1,4 +1,4 @@
-r"""Chen, Sheen, Wang & Yang's two-attention-layer induction-head model (Chen et al. §3;
+r"""Chen, Sheen, Wang & Yang's two-attention-layer induction-head model (Chen et al.;
 docs/models.md#chen-induction-model): the static config :class:`InductionModel` with the
 model protocol's ``init`` / ``apply`` / ``loss``.
 
@@ -9,8 +9,9 @@ model in :mod:`icl_jax.models.induction_stats`.
 Parameters are a dict whose top-level keys are the engine's groups (the official
 ``--train-cmd`` letters): ``"W"`` RPE logits ``[K, H]`` (row k−1 = offset k; only the live
 rows 1..max offset are allocated), ``"C"`` selector coefficients ``[n_subsets]``, ``"a"``
-the classifier scale. The full model of Appendix B (Chen et al. §3.5) adds ``"Q"``, ``"K"``,
-``"OV"`` (``[H, d, d]``) and the shared LayerNorm ``"ln_scale"``, ``"ln_bias"`` (``[d]``).
+the classifier scale. The full model of Appendix B (Chen et al.;
+docs/models.md#appendix-b-full-model) adds ``"Q"``, ``"K"``, ``"OV"`` (``[H, d, d]``) and the shared
+LayerNorm ``"ln_scale"``, ``"ln_bias"`` (``[d]``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ LOSSES = ("prob_ce", "official")
 
 @dataclasses.dataclass(frozen=True)
 class InductionModel(MeanLoss):
-    """The copier / selector / classifier model (Chen et al. §3), following the model protocol.
+    """The copier / selector / classifier model (Chen et al.; docs/models.md#chen-induction-model),
+    following the model protocol.
 
     Attributes:
       vocab_size: d >= 2.
@@ -46,9 +48,10 @@ class InductionModel(MeanLoss):
       window_size: M for ``window="paper"`` (default H).
       include_raw: also build the official code's subsets that contain the raw-token
         component 0. Its query value is the zero token, so their kernel is exactly 0; they
-        only add c_S² to the normaliser Σ c_S² (Chen et al. §3.2).
+        only add c_S² to the normaliser Σ c_S² (docs/quirks.md#chen-quirk-8).
       relu: ReLU on each head's inner product (official; matters for the full model only).
-      full: the Appendix-B model (§3.5): content Q_hK_hᵀ logits, OV_h after attention.
+      full: the Appendix-B model (docs/models.md#appendix-b-full-model): content Q_hK_hᵀ logits,
+        OV_h after attention.
       self_offset: let layer 1 attend to offset 0 with the fixed logit ``self_logit``
         (default: on for the full model, as in the official code; it leaks x_l into
         position l's own features).
@@ -61,8 +64,8 @@ class InductionModel(MeanLoss):
         (simplified: w_+ = 3, w_− = 0.1; full: w_+ = 1, w_− = 0.01; c = a = 0.01,
         proj = 0.001).
 
-    ``apply`` returns **probabilities** ``[B, d]`` of x_{T+1} given x_1..x_T (Chen et al.
-    §3.3). ``per_example_loss`` also accepts the :class:`WindowStats` of a batch (same
+    ``apply`` returns **probabilities** ``[B, d]`` of x_{T+1} given x_1..x_T (Chen et al.;
+    docs/models.md#classifier). ``per_example_loss`` also accepts the :class:`WindowStats` of a batch (same
     value, much faster for the simplified model: docs/models.md#window-statistics).
     """
 
@@ -134,7 +137,7 @@ class InductionModel(MeanLoss):
         return tuple(range(1, self.max_offset + 1))
 
     def window_mask(self) -> np.ndarray:
-        """``bool[K, H]``: row k−1 is offset k, column h−1 head h (Chen et al. §3.1)."""
+        """``bool[K, H]``: row k−1 is offset k, column h−1 head h (docs/models.md#copier)."""
         mask = np.zeros((self.max_offset, self.num_heads), bool)
         for h in range(1, self.num_heads + 1):
             mask[[k - 1 for k in self.head_offsets(h)], h - 1] = True
@@ -174,7 +177,7 @@ class InductionModel(MeanLoss):
 
     # -- the model protocol ---------------------------------------------------------------
     def init(self, key: jax.Array | None = None, *, dtype=jnp.float32, **overrides) -> dict:
-        """Deterministic official initialisation (Chen et al. §3.1, §3.4, §3.5); ``key`` is
+        """Deterministic official initialisation (docs/models.md#initialisation-of-the-chen-model); ``key`` is
         accepted and ignored. W = w_− everywhere and w_+ on (offset h, head h); every
         c_S = c_init; a = a_init; the full model adds Q_h = K_h = OV_h = proj_init·I and
         LayerNorm γ = 1, β = 0. ``overrides`` (w_plus, w_minus, c_init, a_init, proj_init)

@@ -1,16 +1,16 @@
-r"""Layers of Chen, Sheen, Wang & Yang's induction-head model (Chen et al. §3;
+r"""Layers of Chen, Sheen, Wang & Yang's induction-head model (Chen et al.;
 docs/models.md#chen-induction-model): the relative-position copier, the selector and the
 classifier, as pure functions of ``(params, tokens, model)`` where ``model`` is an
 :class:`~icl_jax.models.induction.InductionModel` (only its static structure is read).
 
-Layer 1, the **copier** (Chen et al. §3.1): H heads of relative-positional softmax attention.
-Head h at position i mixes the earlier tokens x̃_{i−k} over the offsets k of its window with
+Layer 1, the **copier** (Chen et al.; docs/models.md#copier): H heads of relative-positional softmax
+attention. Head h at position i mixes the earlier tokens x̃_{i−k} over the offsets k of its window with
 weights softmax_k(w^{(h)}_k) (content-independent in the simplified model), and the output is
 rescaled to unit norm (zero stays zero). The query slot L+1 holds the all-zero token, so
 there offset k copies x_{L+1−k}: the target's parents.
 
-The **selector** (§3.2, FFN with normalisation) and layer 2, the **classifier** (§3.3):
-feature map φ(U) = (c_S ⊗_{h∈S} v^{(h)})_{|S|≤D}, so the query–key similarity is
+The **selector** (docs/models.md#selector, FFN with normalisation) and layer 2, the **classifier**
+(docs/models.md#classifier): feature map φ(U) = (c_S ⊗_{h∈S} v^{(h)})_{|S|≤D}, so the query–key similarity is
 
 .. math:: \mathrm{sim}(q, l) = \frac{\sum_S c_S^2 \prod_{h∈S} ⟨v_q^{(h)}, v_l^{(h)}⟩_+}{\sum_S c_S^2},
 
@@ -105,7 +105,7 @@ def _shift(x_BxIxd, k: int) -> jax.Array:
 
 
 def copier_features(params, tokens_BxT: jax.Array, model) -> jax.Array:
-    """Layer-1 head outputs after normalisation, ``v [B, L+1, H, d]`` (banded, Chen et al. §3.1).
+    """Layer-1 head outputs after normalisation, ``v [B, L+1, H, d]`` (banded; docs/models.md#copier).
 
     Each offset k contributes attn[i, k, h]·X̃_{i−k}: K' shifted copies (static pad and
     slice) weighted by a masked softmax over the ``[L+1, K', H]`` logit table, which in the
@@ -161,18 +161,19 @@ def subset_kernel_sum(ip_per_head: list, c, model) -> jax.Array:
 
 
 def selector_similarity(params, v_BxIxHxd, tokens_BxT, model) -> jax.Array:
-    """sim(q, l) = Σ_S c_S² Π_{h∈S} ⟨v_q^h, v_l^h⟩₊ / Σ_S c_S², ``[B, L]`` (Chen et al. §3.2)."""
+    """sim(q, l) = Σ_S c_S² Π_{h∈S} ⟨v_q^h, v_l^h⟩₊ / Σ_S c_S², ``[B, L]`` (docs/models.md#selector)."""
     return subset_kernel_sum(_head_inner_products(v_BxIxHxd, model), params["C"], model)
 
 
 def subset_shares(params) -> jax.Array:
-    """p_S = c_S² / Σ c² (the shares plotted by the paper and the replicator flow, Chen et al. §6.3)."""
+    """p_S = c_S² / Σ c² (Chen et al.'s plotted shares; docs/chen-theory.md#replicator-flow)."""
     c2 = jnp.square(params["C"])
     return c2 / jnp.sum(c2, axis=-1, keepdims=True)
 
 
 def induction_probs(params, tokens_BxT: jax.Array, model) -> jax.Array:
-    """ŷ ``[B, d]``: the model's distribution of x_{L+1} given x_1..x_L (Chen et al. §3.3)."""
+    """ŷ ``[B, d]``: the model's distribution of x_{L+1} given x_1..x_L (Chen et al.;
+    docs/models.md#classifier)."""
     tokens_BxT = jnp.asarray(tokens_BxT)
     if tokens_BxT.ndim != 2 or tokens_BxT.shape[1] < 1:
         raise ValueError(f"tokens_BxT must have shape [B, T] with T >= 1 (got {tokens_BxT.shape})")

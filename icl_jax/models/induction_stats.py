@@ -1,7 +1,7 @@
 r"""Sufficient-statistics forward of the simplified Chen model (content-free copier).
 
-In the simplified model (Chen et al. §3.4) layer-1 attention depends only on positions, so head
-h's feature v_l^{(h)} is a function of the *window code* of position l: the tokens at
+In the simplified model (docs/models.md#window-statistics) layer-1 attention depends only on
+positions, so head h's feature v_l^{(h)} is a function of the *window code* of position l: the tokens at
 offsets 1..K (K = ``model.max_offset``), with a pad symbol d where l − k < 1. Hence
 
 .. math:: ŷ_b(e) = \frac{\sum_l n_{bl}\, e^{a\,\mathrm{Sim}[q_b, s_{bl}]}\, 1\{x_{bl} = e\}}
@@ -145,7 +145,7 @@ def _reachable_codes(model):
 
 
 def _code_features(params, model, tokens_CxK: np.ndarray) -> jax.Array:
-    """Normalised head features ``[C, H, d]`` of each window (Chen et al. §3.1)."""
+    """Normalised head features ``[C, H, d]`` of each window (docs/models.md#copier)."""
     d = model.vocab_size
     valid = (tokens_CxK < d)[:, :, None] & model.window_mask()[None]  # [C, K, H]
     w = params["W"]
@@ -157,7 +157,8 @@ def _code_features(params, model, tokens_CxK: np.ndarray) -> jax.Array:
 
 def window_similarity_table(params, model) -> jax.Array:
     """Sim ``[d^K, C]``: selector similarity of every query window with every reachable
-    position window (C of the (d+1)^K codes, pads a suffix) (Chen et al. §3.2, same ReLU and exact products as the position-wise model)."""
+    position window (C of the (d+1)^K codes, pads a suffix) (docs/models.md#selector, same ReLU and
+    exact products as the position-wise model)."""
     _check_model(model)
     d = model.vocab_size
     vq = _code_features(params, model, _code_tokens(model, d))

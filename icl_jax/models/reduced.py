@@ -1,4 +1,4 @@
-r"""The reduced two-layer model of Nichani et al.'s theory (Nichani et al. §3.3;
+r"""The reduced two-layer model of Nichani et al.'s theory (Nichani et al.;
 docs/models.md#reduced-model).
 
 Trainable A1 ∈ R^{T×T} (positional attention only) and A2 ∈ R^{S×S}:
@@ -33,7 +33,7 @@ class ReducedModel(MeanLoss):
     Attributes:
       vocab_size: S >= 2.
       seq_len: T >= 2.
-      beta0: the initial A2 = β0·I_S (Algorithm 1; Nichani et al. §5.2).
+      beta0: the initial A2 = β0·I_S (Algorithm 1; docs/nichani-theory.md#staged-training-algorithm-1).
 
     ``apply`` returns **probabilities** ``[B, S]`` (a mixture of the context tokens).
     """

@@ -1,4 +1,5 @@
-r"""A general decoder-only transformer in Flax NNX, used pure-functionally (spec §3.4).
+r"""A general decoder-only transformer in Flax NNX, used pure-functionally
+(docs/models.md#fig-8-transformer-with-mlps).
 
 :class:`Transformer` is a frozen, validated config with the library's model protocol:
 ``init(key) -> params`` (a plain nested dict whose top-level keys are the engine's
@@ -243,10 +244,10 @@ def _abstract(cfg: Transformer):
 
 
 def fig8_transformer(vocab_size: int, seq_len: int, num_layers: int = 2) -> Transformer:
-    """Nichani Fig. 8 (spec §3.4): d = S + T, learned wte + wpe, one bilinear head per layer
-    (A = 0, V ~ N(0, 1/d)), x ← x + MLP(attn(x; A) V) with a μP MLP [d, d, d] whose last
-    weight is 0, no norms, untied zero readout W. Same forward, init draws and group names
-    (wte, wpe, L1..LL, W) as the plain-dict reference; inside a layer A, V are [1, d, d] under
+    """Nichani et al. Fig. 8 (docs/models.md#fig-8-transformer-with-mlps): d = S + T, learned wte +
+    wpe, one bilinear head per layer (A = 0, V ~ N(0, 1/d)), x ← x + MLP(attn(x; A) V) with a μP MLP
+    [d, d, d] whose last weight is 0, no norms, untied zero readout W. Same forward, init draws and
+    group names (wte, wpe, L1..LL, W) as the plain-dict reference; inside a layer A, V are [1, d, d] under
     ``attn`` and the MLP linears are ``mlp.fc1``, ``mlp.fc2`` (see the module docstring)."""
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers must be an integer >= 1 (got {num_layers!r})")

@@ -1,4 +1,4 @@
-"""Reference predictors on a batch (Nichani spec §6.7, §8; Chen spec §6.1, §8).
+"""Reference predictors on a batch (Nichani et al., Chen et al.; docs/tasks.md#baselines).
 
 Every in-context estimator here is one of two formulas applied to a *match mask*
 ``match_BxT`` marking the input positions whose conditioning context equals the
@@ -56,13 +56,14 @@ def _counts(tokens_BxT, weights_BxT, vocab_size):
 def posterior_predictive(tokens_BxT, match_BxT, vocab_size: int, alpha) -> jax.Array:
     """(N(z*, e) + α) / (N(z*) + Sα): the Dirichlet(α) posterior predictive of the row
     that generated the matched positions (exact Bayes when only those positions inform
-    the row, e.g. multi-parent DAGs with uniform roots; Nichani §6.7)."""
+    the row, e.g. multi-parent DAGs with uniform roots; docs/tasks.md#posterior-predictive-bayes)."""
     counts = _counts(tokens_BxT, match_BxT.astype(jnp.float32), vocab_size)
     return (counts + alpha) / (jnp.sum(counts, -1, keepdims=True) + vocab_size * alpha)
 
 
 def gih_predictive(tokens_BxT, match_BxT, vocab_size: int, a) -> jax.Array:
-    """Generalised induction head ŷ_a (Chen §6.1), exact for every a in [0, ∞].
+    """Generalised induction head ŷ_a (Chen et al.; docs/chen-theory.md#generalised-induction-head),
+    exact for every a in [0, ∞].
 
     Written with e^{−a} so a = ∞ needs no special case: weights 1 on matches and e^{−a}
     elsewhere; when nothing matches and a = ∞ it falls back to N(e)/L (the a → ∞ limit)."""
@@ -80,7 +81,7 @@ def tree_match(graph: CausalGraph, tokens_BxT, official: bool = False) -> jax.Ar
 
     ``official=True`` reproduces the official ``InContextTree.bayes`` wrap-around: a root's
     parent index −1 reads the last context token x_{T−2}, so when x_{T−2} equals the query
-    every root is counted (Nichani quirk 1)."""
+    every root is counted (docs/quirks.md#nichani-quirk-1)."""
     dag = graph.dag_array()
     t = tokens_BxT.shape[1]
     if len(dag) != t - 1:
@@ -93,7 +94,7 @@ def tree_match(graph: CausalGraph, tokens_BxT, official: bool = False) -> jax.Ar
 
 def dag_match(graph: CausalGraph, tokens_BxT) -> jax.Array:
     """Input nodes with the target's in-degree whose parent tuple equals the target's
-    (Nichani §8 multi-parent Bayes). ``graph`` has T+1 nodes, the target last."""
+    (the official multi-parent Bayes; docs/tasks.md#match-masks). ``graph`` has T+1 nodes, the target last."""
     t = tokens_BxT.shape[1]
     if graph.num_nodes != t + 1:
         raise ValueError(f"tokens_BxT has {t} positions; the graph needs {t} inputs + target")
@@ -107,7 +108,8 @@ def dag_match(graph: CausalGraph, tokens_BxT) -> jax.Array:
 
 def ngram_match(offsets: Sequence[int], tokens_BxT) -> jax.Array:
     """Positions l whose tokens at l − o equal the target's x_{L+1−o} for every offset o
-    (Chen §6.1: m_l); positions without a full context never match."""
+    (Chen et al.'s m_l; docs/chen-theory.md#generalised-induction-head); positions without a full
+    context never match."""
     offsets = ngram_offsets(offsets)
     t = tokens_BxT.shape[1]
     if max(offsets) > t:
@@ -126,7 +128,8 @@ def _subset_name(offsets) -> str:
 
 
 def _ngram_subsets(offsets: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """Parent set, each single parent, and the parents plus the next offset (Chen §8)."""
+    """Parent set, each single parent, and the parents plus the next offset
+    (docs/tasks.md#gih-and-count-estimators)."""
     subsets = [offsets] + [(o,) for o in offsets if len(offsets) > 1]
     subsets.append(offsets + (max(offsets) + 1,))
     return subsets
@@ -143,7 +146,7 @@ def baseline_predictions(task, batch: Batch, gih_temperatures=DEFAULT_GIH_TEMPER
 
     ``bayes`` is exact Bayes for DAGs with uniform roots and n-grams with uniform initial
     tokens; for trees (roots ~ μ_π) and ``init="stationary"`` the roots / initial tokens
-    also carry information about π, which it ignores (Nichani §6.7).
+    also carry information about π, which it ignores (docs/tasks.md#posterior-predictive-bayes).
     """
     tokens, s, alpha = batch.tokens_BxT, task.vocab_size, task.alpha
     out: dict[str, jax.Array] = {}

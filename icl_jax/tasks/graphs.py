@@ -1,4 +1,4 @@
-"""Causal structures over sequence positions (Nichani spec §2.3–2.4, Chen spec §2.1).
+"""Causal structures over sequence positions (Nichani et al., Chen et al.; docs/tasks.md#graph-families).
 
 A :class:`CausalGraph` lists, for every node (a sequence position, 0-based), the tuple of
 its parents. It is frozen and hashable, so it can sit in the static part of a task's
@@ -68,7 +68,8 @@ class CausalGraph:
 
     @property
     def is_tree(self) -> bool:
-        """Every node has at most one parent (the single-parent task of Nichani §2.2)."""
+        """Every node has at most one parent (Nichani et al.'s single-parent task;
+        docs/tasks.md#tree-task)."""
         return all(len(ps) <= 1 for ps in self.parents)
 
     def dag_array(self) -> np.ndarray:
@@ -133,7 +134,7 @@ def random_tree_graph(seed_or_key, num_nodes: int) -> CausalGraph:
     Drawn exactly as the official ``single_parent.py`` does: ``RNG(seed).next()`` (split
     the key, take the second half) then one vectorised ``randint(key, (n,), −1, arange(n))``.
     Seed 0 with 19 context nodes gives [−1, −1, 0, 2, 0, 2, 1, 5, 1, 5, 5, 3, 9, 12, 10, 12,
-    10, 8, 2] (the graph quoted in the Nichani spec §2.3 under JAX 0.10). Concrete (host)
+    10, 8, 2] (the official seed-0 graph under JAX 0.10; docs/tasks.md#graph-families). Concrete (host)
     output, so the graph can configure a task."""
     n = _check_length("num_nodes", num_nodes)
     _, sub = jax.random.split(_as_key(seed_or_key))
@@ -183,7 +184,7 @@ def nichani_fig5_graph(seq_len: int = 32) -> CausalGraph:
 
 
 def ngram_offsets(offsets: Sequence[int]) -> tuple[int, ...]:
-    """Validated n-gram parent offsets (Chen §2.1): distinct positive integers, sorted.
+    """Validated n-gram parent offsets (docs/tasks.md#n-gram-task): distinct positive integers, sorted.
 
     ``(1, 2)`` is the paper's 3-gram (the official ``--n-gram 3``)."""
     try:

@@ -2,11 +2,11 @@
 
 * Dirichlet(α·1) rows drawn as normalised Gamma(α) variables, in log space so that the
   α = 0.1 draws of both papers (entries routinely below 1e-30) neither underflow nor turn
-  into NaN (spec jax-style §6).
+  into NaN (docs/tasks.md#dirichlet-sampling-in-log-space).
 * Stationary distributions by the Grassmann–Taksar–Heyman (GTH) elimination: Gaussian
   elimination on (P − I) arranged so that no subtraction ever happens, which keeps every
   entry of μ accurate to a few ulps *relative* to itself, even for the near-reducible
-  chains that α = 0.1 produces (Nichani spec §9 quirk 4: the official SVD null vector is
+  chains that α = 0.1 produces (docs/quirks.md#nichani-quirk-4: the official SVD null vector is
   slow and loses those entries).
 """
 
@@ -341,8 +341,9 @@ def ngram_window_stationary(
 
     ``kernel_BxRxS[b, r]`` is π(·|z) for the parent context z = (x_{i−o})_{o∈offsets}
     written as a base-d number with the most recent parent most significant. Returns
-    μ of shape ``[B] + [d]*K``, axis m holding x_{i−1−m} (Chen spec §6.6 item 1: a linear
-    solve on the window chain, here GTH for accuracy)."""
+    μ of shape ``[B] + [d]*K``, axis m holding x_{i−1−m}
+    (docs/chen-theory.md#exact-stationary-window-laws: a linear solve on the window chain, here GTH
+    for accuracy)."""
     d, k = vocab_size, max(offsets)
     rows, nxt = _window_maps(vocab_size, tuple(offsets))
     n = d**k

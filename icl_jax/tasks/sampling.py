@@ -4,11 +4,12 @@ Every task of both papers is a DAG over positions in which node i draws its toke
 row of a per-sequence table of distributions; the row is ``row_base[i]`` plus the parent
 tokens written as a number with digits weighted by ``radix[i]``. Roots point at a
 stationary, uniform or root-prior row; the last node is the *target* whose token is the
-hard label and whose row is the soft label (Nichani spec §2.2 step 5, Chen spec §2.1).
+hard label and whose row is the soft label (Nichani et al., Chen et al.;
+docs/tasks.md#sequences-as-dags-over-positions).
 
 The sampler is one ``lax.scan`` over positions, vectorised over the batch, with all
 uniforms drawn up front (one draw per token, no key splitting per token) and inverse-CDF
-lookup (spec jax-style §6, Nichani quirk 6).
+lookup (docs/tasks.md#token-sampler, docs/quirks.md#nichani-quirk-6).
 """
 
 from __future__ import annotations

@@ -5,12 +5,12 @@ vocabulary and options are static. ``task.sample(key, batch_size)`` returns a
 :class:`~icl_jax.tasks.sampling.Batch`; it is a pure function of the typed key, compiled
 once per static configuration and batch size.
 
-* :class:`TreeTask` — Nichani §2.2: roots ~ μ_π, children ~ π(·|parent), uniform query,
-  label π(x_T, ·).
-* :class:`DAGTask` — Nichani §2.4: multi-parent DAG, one kernel per in-degree, label
-  π_k(·|parents of the target); ``roots="uniform"`` (paper) or ``"official"``.
-* :class:`NGramTask` — Chen §2.1: per-sequence n-gram kernel, first tokens uniform
-  (official) or stationary (theory), predict x_{L+1}; ``query="uniform"`` re-draws x_L
+* :class:`TreeTask` — Nichani et al. (docs/tasks.md#tree-task): roots ~ μ_π, children ~ π(·|parent),
+  uniform query, label π(x_T, ·).
+* :class:`DAGTask` — Nichani et al. (docs/tasks.md#multi-parent-dag-task): multi-parent DAG, one
+  kernel per in-degree, label π_k(·|parents of the target); ``roots="uniform"`` (paper) or ``"official"``.
+* :class:`NGramTask` — Chen et al. (docs/tasks.md#n-gram-task): per-sequence n-gram kernel, first
+  tokens uniform (official) or stationary (theory), predict x_{L+1}; ``query="uniform"`` re-draws x_L
   uniformly, which with offsets (1,) is Chen's bigram job (:func:`chen_bigram_task`).
 """
 
@@ -159,7 +159,8 @@ class TreeTask(_TaskBase):
         return jnp.concatenate([pi, mu[:, None, :], _uniform_row(pi.shape[0], self.vocab_size, pi.dtype)], axis=1)
 
     def oracle_closed_form(self) -> float:
-        """E[H(π(·|x_T))] = ψ(Sα+1) − ψ(α+1) (Nichani §6.7; query uniform)."""
+        """E[H(π(·|x_T))] = ψ(Sα+1) − ψ(α+1) for the uniform query
+        (docs/nichani-theory.md#closed-forms-for-tests)."""
         return _prior_row_entropy(self.vocab_size, self.alpha)
 
 
@@ -178,7 +179,7 @@ def tree_task(
     graph_seed: int = 0,
     root_prob: float = 0.5,
 ) -> TreeTask:
-    """A :class:`TreeTask` from a graph name (Nichani §2.3): ``chain``, ``icl``,
+    """A :class:`TreeTask` from a graph name (docs/tasks.md#graph-families): ``chain``, ``icl``,
     ``random`` (official distribution, seeded by ``graph_seed``), ``fig9`` (root
     probability ``root_prob``), ``manual`` (the official 5-node DAG, T = 6) or a graph."""
     if isinstance(graph, CausalGraph):
@@ -390,7 +391,7 @@ class NGramTask(_TaskBase):
 
     def oracle_closed_form(self) -> float | None:
         """ψ(dα+1) − ψ(α+1) when the target's context is uniform and independent of π
-        (``query="uniform"`` with offsets (1,)); otherwise None (Chen §6.6 item 5: the
+        (``query="uniform"`` with offsets (1,)); otherwise None (docs/chen-theory.md#exact-quantities: the
         prior-expected row entropy is not the stationary-weighted oracle)."""
         if self.query == "uniform" and self.parent_offsets == (1,):
             return _prior_row_entropy(self.vocab_size, self.alpha)
@@ -414,7 +415,7 @@ def _initial_conditionals(pi, d: int, offsets):
 def chen_bigram_task(
     *, vocab_size: int = 3, seq_len: int = 100, alpha: float = 0.1, variant: Literal["official", "fixed"] = "official"
 ) -> NGramTask:
-    """Chen's ``--dataset Markov`` job (spec §2.2): x_1 uniform, chain, predict π(·|x_L).
+    """Chen's ``--dataset Markov`` job (docs/tasks.md#bigram-task): x_1 uniform, chain, predict π(·|x_L).
 
     ``variant="official"``: x_L is re-drawn uniformly (the official off-by-one: only L−1
     chain tokens, Nichani's in-context Markov task); ``"fixed"``: all L tokens follow the

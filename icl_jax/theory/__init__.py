@@ -2,12 +2,12 @@
 
 * :mod:`icl_jax.theory.chi2` — χ² inner products, divergences and mutual information of
   discrete joint laws (batched; NaN-free at zero marginals).
-* :mod:`icl_jax.theory.chen` — Chen et al. §6: exact stationary joint laws of n-gram
+* :mod:`icl_jax.theory.chen` — Chen et al. (docs/chen-theory.md): exact stationary joint laws of n-gram
   windows, the modified (Ĩ_χ²) and standard (I_χ²) χ² selection criteria over head subsets
   by vmapped Monte Carlo (S* = argmax Ĩ), the stage-I first-order gradient on c and its
   replicator solution, the stage-III loss ℓ_∞(a), and the report behind
   ``icl-jax theory chen-selection``.
-* :mod:`icl_jax.theory.nichani` — Nichani et al. §6: the layer-1 gradient of the reduced
+* :mod:`icl_jax.theory.nichani` — Nichani et al. (docs/nichani-theory.md): the layer-1 gradient of the reduced
   model at initialisation (first order in β0, exact closed form, autodiff), exact pairwise
   joint laws of tree tasks, the χ² population prediction and its DPI argmax, exact
   enumeration of tiny tasks, and the report behind ``icl-jax theory nichani-gradient``.

@@ -1,7 +1,7 @@
 r"""χ² divergences, inner products and mutual information of discrete joint laws.
 
-Nichani spec §6.3–6.4: the layer-1 gradient of the reduced model at initialisation is a
-χ² inner product between the joint law of two positions and the joint law of an edge,
+Nichani et al. (docs/nichani-theory.md#population-form): the layer-1 gradient of the reduced model
+at initialisation is a χ² inner product between the joint law of two positions and the joint law of an edge,
 
 .. math:: ⟨P, Q⟩_{χ²} = \sum_{a,b} \frac{P(a,b)\,Q(a,b)}{μ_x(a)\,μ_y(b)},
           \qquad I_{χ²}(P) = ⟨P, P⟩_{χ²} - 1 = χ²(P \,\|\, P_x ⊗ P_y).
@@ -40,7 +40,8 @@ def marginals(p_SxS: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def chi2_inner(p_SxS: jax.Array, q_SxS: jax.Array, mu_x: jax.Array, mu_y: jax.Array) -> jax.Array:
-    r""":math:`⟨P, Q⟩_{χ²} = \sum_{a,b} P(a,b) Q(a,b) / (μ_x(a) μ_y(b))` (spec §6.3).
+    r""":math:`⟨P, Q⟩_{χ²} = \sum_{a,b} P(a,b) Q(a,b) / (μ_x(a) μ_y(b))`
+    (docs/nichani-theory.md#population-form).
 
     Args:
       p_SxS, q_SxS: tables ``[..., S_x, S_y]`` (not necessarily normalised).
@@ -62,14 +63,15 @@ def chi2_divergence(p_SxS: jax.Array, q_SxS: jax.Array) -> jax.Array:
 
 def chi2_mutual_information(p_SxS: jax.Array) -> jax.Array:
     r"""χ² mutual information :math:`I_{χ²}(P) = \sum P(x,y)²/(P_x(x) P_y(y)) - 1` of joint
-    laws ``[..., S_x, S_y]`` (spec §6.4); 0 exactly for product laws, NaN-free when a
-    marginal has zeros."""
+    laws ``[..., S_x, S_y]`` (docs/nichani-theory.md#special-values-and-the-dpi-argument); 0 exactly
+    for product laws, NaN-free when a marginal has zeros."""
     px, py = marginals(p_SxS)
     return chi2_inner(p_SxS, p_SxS, px, py) - 1.0
 
 
 def weighted_chi2_mutual_information(p_ExZ: jax.Array, power: float = 1) -> jax.Array:
-    r"""μ(z)^power-weighted χ² information of joint laws ``[..., E, Z]`` (Chen spec §6.2),
+    r"""μ(z)^power-weighted χ² information of joint laws ``[..., E, Z]`` (Chen et al.;
+    docs/chen-theory.md#modified-chi-square-mutual-information),
 
     .. math:: \sum_z μ(z)^{w}\, D_{χ²}\big(μ(·|z) \,\|\, μ_E\big)
               = \sum_{e,z} \frac{μ(e,z)^2\, μ(z)^{w-2}}{μ(e)} - \sum_z μ(z)^{w},

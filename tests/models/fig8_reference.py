@@ -55,7 +55,7 @@ def _layer_names(num_layers: int) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class MLPTransformer:
-    """Static shape of the Fig. 8 transformer (spec §3.4).
+    """Static shape of the Fig. 8 transformer (docs/models.md#fig-8-transformer-with-mlps).
 
     Attributes:
       vocab_size: S >= 2.
@@ -93,7 +93,7 @@ class MLPTransformer:
 
 
 def mlp_transformer_init(key: jax.Array, model: MLPTransformer, dtype=jnp.float32) -> dict:
-    """Initial parameters (spec §3.4).
+    """Initial parameters (docs/models.md#fig-8-transformer-with-mlps).
 
     ``split(key, 2L + 2)``: key 2i → V of layer i+1, key 2i+1 → its MLP (split once more, one
     key per linear), key −2 → wte, key −1 → wpe. wte, wpe, V ~ N(0, 1/d); A = 0; MLP stored

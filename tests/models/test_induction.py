@@ -1,10 +1,11 @@
-"""Chen et al.'s copier / selector / classifier model (Chen spec §3, §4, §6.1, §9, §11).
+"""Chen et al.'s copier / selector / classifier model (docs/models.md#chen-induction-model,
+docs/models.md#tests).
 
-Banded vs dense copier (values and gradients), exact shift as w_+ → ∞ (§11.1), selector
-kernel vs explicit Kronecker features (§11.2), the generalised induction head (§6.1,
-§11.3), loss bounds and ε floor (§4, §11.8), init / subsets, config validation, vmap and
-jit (§11.11). float64 throughout, except where float32 itself is the point (the GIH
-reference is float32).
+Banded vs dense copier (values and gradients), exact shift as w_+ → ∞, selector
+kernel vs explicit Kronecker features, the generalised induction head
+(docs/chen-theory.md#generalised-induction-head), loss bounds and ε floor (docs/models.md#losses),
+init / subsets, config validation, vmap and jit. float64 throughout, except where float32 itself is
+the point (the GIH reference is float32).
 
 Compiles dominate the runtime on CPU, so each test runs one jitted program (several
 configurations inside it) and eager calls are kept to small shapes."""
@@ -245,7 +246,7 @@ def test_copier_attention_reproduces_features(name, copier_results):
     np.testing.assert_allclose(results[name]["copier_features"][0][1], v, rtol=1e-12, atol=1e-14)
 
 
-# -------------------------------------------------------------- exact shift (§11.1)
+# -------------------------------------------------------------- exact shift
 SHIFT_D, SHIFT_L = 4, 8
 
 
@@ -317,7 +318,7 @@ def test_huge_logits_stay_finite_in_float32(shift_results):
                 assert np.all(big[:, p, h - 1] == 0) and np.all(small[:, p, h - 1] == 0)
 
 
-# ----------------------------------------------------------- Kronecker kernel (§11.2)
+# ----------------------------------------------------------- Kronecker kernel
 def _phi(components, subsets, c):
     """φ(U) = (c_S ⊗_{h∈S} U^{(h)})_S built explicitly with np.kron; ∅ → (c_∅,)."""
     parts = []
@@ -362,7 +363,7 @@ def test_selector_is_kronecker_feature_inner_product(max_degree, include_raw):
     np.testing.assert_allclose(sim, kern @ c**2 / np.sum(c**2), rtol=1e-12, atol=1e-14)
 
 
-# ------------------------------------------------------------------- GIH (§6.1, §11.3)
+# ------------------------------------------------------------------- GIH
 def _hard_params(model, subset, a):
     """Exact copying (w_+ = 60, w_− = 0) and c one-hot on ``subset``."""
     params = model.init(w_plus=60.0, w_minus=0.0, a_init=a, dtype=F64)
@@ -401,7 +402,7 @@ def test_a_zero_is_the_in_context_unigram(small_batch):
         np.testing.assert_allclose(_gih(tokens, jnp.ones(tokens.shape, bool), 3, 0.0), unigram, atol=1e-7)
 
 
-# ------------------------------------------------------------------- losses (§4, §11.8)
+# ------------------------------------------------------------------- losses
 LOG_E2 = math.log(math.e + 2)
 
 

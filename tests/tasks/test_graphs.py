@@ -1,4 +1,4 @@
-"""Graph constructors (Nichani §2.3–2.4, Chen §2.1)."""
+"""Graph constructors (docs/tasks.md#graph-families)."""
 
 import numpy as np
 

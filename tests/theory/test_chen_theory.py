@@ -1,5 +1,5 @@
-"""Chen §6 theory: exact window laws and χ² selection vs brute-force enumeration, the
-I_χ² tie / Ĩ_χ² size penalty, S* = {1, 2}, the stage-I first-order gradient vs autodiff,
+"""Chen et al. theory (docs/chen-theory.md): exact window laws and χ² selection vs brute-force
+enumeration, the I_χ² tie / Ĩ_χ² size penalty, S* = {1, 2}, the stage-I first-order gradient vs autodiff,
 the replicator solution vs gradient descent, and ℓ_∞(a) (all in float64).
 
 Kernels and sequences come from numpy (independent exact samplers, no compile)."""
@@ -75,7 +75,7 @@ def _exact_stationary(p_NxN):
 def brute_force(pi_RxS, d, offsets, subsets):
     """Plain-python enumeration: stationary law of the parents' window by an exact rational
     solve, every window (x_i, …, x_{i−W}) by the chain rule, then Ĩ, I and H(X_0|Z_S) by
-    their definitions (spec §6.2)."""
+    their definitions (docs/chen-theory.md#modified-chi-square-mutual-information)."""
     k = max(offsets)
     w = max([k] + [max(s) for s in subsets if s])
     states = list(itertools.product(range(d), repeat=k))  # (x_{j-1}, ..., x_{j-K})
@@ -164,7 +164,7 @@ def test_exact_laws_match_brute_force(prior_d3):
 
 def test_non_parent_offset_tie_and_size_penalty(prior_d3):
     """Once all parents are in S, adding offset 3 leaves I_χ² unchanged (per π) and lowers
-    Ĩ_χ² strictly (spec §6.2)."""
+    Ĩ_χ² strictly (docs/chen-theory.md#size-penalty-and-the-tie)."""
     _, per = prior_d3
     i12, i123 = D3_SUBSETS.index((1, 2)), D3_SUBSETS.index((1, 2, 3))
     np.testing.assert_allclose(per["chi2"][:, i123], per["chi2"][:, i12], rtol=1e-9, atol=1e-12)
@@ -180,8 +180,9 @@ def test_non_parent_offset_tie_and_size_penalty(prior_d3):
 
 
 def test_selected_set_default_config(prior_d3):
-    """Spec §6.2 expected: S* = {1, 2} for d = 3, parents {1, 2}, H = 3, D = 2, α = 0.1 (and
-    D = 3, where only Ĩ breaks the I_χ² tie with {1, 2, 3}); also at α = 1."""
+    """Expected (docs/chen-theory.md#values-in-the-default-configuration): S* = {1, 2} for d = 3,
+    parents {1, 2}, H = 3, D = 2, α = 0.1 (and D = 3, where only Ĩ breaks the I_χ² tie with
+    {1, 2, 3}); also at α = 1."""
     kernels, _ = prior_d3
     mc = C.selection_monte_carlo(3, (1, 2), 3, 2, 0.1, kernels=kernels)
     assert mc["subsets"] == D3_SUBSETS[:-1] and mc["labels"][-1] == "110"
@@ -198,7 +199,8 @@ def test_selected_set_default_config(prior_d3):
 
 
 def test_asymptotic_loss_decreases_to_conditional_entropy(prior_d3):
-    """ℓ_∞(a) (spec §6.5): H(X_0) at a = 0, strictly decreasing, → E_π H(X_0 | X_{−S})."""
+    """ℓ_∞(a) (docs/chen-theory.md#stage-iii-classifier-scale): H(X_0) at a = 0, strictly
+    decreasing, → E_π H(X_0 | X_{−S})."""
     kernels, per = prior_d3
     grid = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, np.inf]
     out = C.asymptotic_loss_monte_carlo(3, (1, 2), (1, 2), grid, kernels=kernels)
@@ -239,8 +241,8 @@ def _rel(x, ref):
 
 
 def test_first_order_c_gradient_error_halves_with_a(stage_one):
-    """∂ℓ/∂c ≈ −a(2c/‖c‖²)(G − Σ p G) (spec §6.3): relative error vs ``jax.grad`` of the
-    model's ε-floored hard-label loss is O(a); the closed form at any a is exact."""
+    """∂ℓ/∂c ≈ −a(2c/‖c‖²)(G − Σ p G) (docs/chen-theory.md#first-order-coefficient): relative error
+    vs ``jax.grad`` of the model's ε-floored hard-label loss is O(a); the closed form at any a is exact."""
     batch, model = stage_one
     grad = functools.partial(_grad_c, batch=batch, model=model)
     errs = []
@@ -260,8 +262,8 @@ def test_first_order_c_gradient_error_halves_with_a(stage_one):
 
 def test_replicator_matches_stage_one_gradient_descent(stage_one):
     """Small-lr GD on c only (a = 0.01 frozen, official init) follows p_S(t) ∝ p_S(0)e^{κtG_S}
-    with t = lr × step (spec §6.3). Measured: max |p_GD − p_rep| ≈ 0.0064 over 100 steps of
-    lr 0.02 (0.0031 over 200 steps of lr 0.01: the O(lr) GD error), final share of {1, 2}
+    with t = lr × step (docs/chen-theory.md#replicator-flow). Measured: max |p_GD − p_rep| ≈ 0.0064
+    over 100 steps of lr 0.02 (0.0031 over 200 steps of lr 0.01: the O(lr) GD error), final share of {1, 2}
     0.960 (predicted 0.962), ‖c‖² grows by ≈ 1.7 % (0.9 % at lr 0.01)."""
     batch, model = stage_one
     p0 = model.init(a_init=0.01, dtype=jnp.float64)
@@ -290,8 +292,9 @@ def test_replicator_matches_stage_one_gradient_descent(stage_one):
 
 def test_finite_length_g_ranks_subsets_like_modified_chi2(prior_d3):
     """Exact copiers (official window, w_+ = 40, w_− = 0): batch G_S ≈ Ĩ_χ²(S) of the same
-    kernels with a small positive finite-L bias, and S* = {1, 2} wins (spec §6.3).
-    Measured at L = 100, 4096 sequences: bias 0.01–0.02 on every non-empty S."""
+    kernels with a small positive finite-L bias, and S* = {1, 2} wins
+    (docs/chen-theory.md#first-order-coefficient). Measured at L = 100, 4096 sequences: bias
+    0.01–0.02 on every non-empty S."""
     kernels, _ = prior_d3
     batch = ngram_batch(np.random.default_rng(3), kernels, 3, 100)
     model = InductionModel(3, 3, 2, window="official")

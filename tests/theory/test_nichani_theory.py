@@ -1,5 +1,5 @@
-"""Nichani §6 theory: first-order gradient vs autodiff, exact enumeration, joint laws, χ²
-special values and the DPI argmax (all in float64)."""
+"""Nichani et al. theory (docs/nichani-theory.md): first-order gradient vs autodiff, exact
+enumeration, joint laws, χ² special values and the DPI argmax (all in float64)."""
 
 import jax
 import jax.numpy as jnp
@@ -231,14 +231,16 @@ def test_monte_carlo_under_the_prior():
     parents = jnp.array([mc["g"][i, i - 1] for i in range(1, 7)])
     np.testing.assert_allclose(parents, float(mc["edge_chi2"]), rtol=1e-10)
     assert bool(jnp.all(jnp.isnan(mc["g"][7]))) and not bool(jnp.any(jnp.isnan(mc["g"][:7])))
-    # the closed form (S−1)/(Sα+1) = 5/3 overestimates at small α (spec §6.4)
+    # the closed form (S−1)/(Sα+1) = 5/3 overestimates at small α
+    # (docs/nichani-theory.md#crude-closed-form-for-the-edge-information)
     assert 0.3 < float(mc["edge_chi2"]) < 5 / 3
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_dpi_on_random_trees(seed):
-    """Per fixed π: |g_ik| ≤ I_χ²(edge) = g_{i,p(i)} for every k < i (spec §6.4); under the
-    prior the population −gradient's argmax over k ≤ i (self included) is the parent."""
+    """Per fixed π: |g_ik| ≤ I_χ²(edge) = g_{i,p(i)} for every k < i
+    (docs/nichani-theory.md#special-values-and-the-dpi-argument); under the prior the population
+    −gradient's argmax over k ≤ i (self included) is the parent."""
     task = icl_jax.tree_task("random", vocab_size=4, seq_len=8, alpha=0.1, graph_seed=seed)
     dag = task.graph.dag_array()
     kernels = _dirichlet_kernels(np.random.default_rng(seed), 0.1, (300, 4), 4)

@@ -1,5 +1,5 @@
-"""Chen, Sheen, Wang & Yang (2024) experiments (spec §5, §7): the official recipes as stage
-lists, the Appendix-B full model, the bigram job, and new length / prior generalisation.
+"""Chen, Sheen, Wang & Yang (2024) experiments (docs/chen-theory.md#official-recipes): the official
+recipes as stage lists, the Appendix-B full model, the bigram job, and new length / prior generalisation.
 
 Registered: ``chen-three-stage-d2``, ``chen-three-stage-d3``, ``chen-cw-a``, ``chen-cwa``,
 ``chen-full-model``, ``chen-bigram``, ``chen-generalization``. Each trains all its seeds in
@@ -10,7 +10,7 @@ the official code), writes the engine's run folder ``DIR/run`` (checkpoints, res
 Every config is flat (``--set key=value``): the stages are ``stage_groups`` (letters of the
 official ``--train-cmd``: "C", "W", "a", "CW", "CWa", or "all" for every parameter of the
 full model), ``stage_steps`` and ``stage_lrs``, plain SGD as in the official code. Defaults
-follow the paper where the official code deviates (spec §9, ``docs/quirks.md#chen-et-al-quirks``):
+follow the paper where the official code deviates (``docs/quirks.md#chen-et-al-quirks``):
 ``loss="prob_ce"`` (the true cross-entropy, ε-floored) and ``window="paper"``;
 ``--set loss=official window=official include_raw=true`` gives the official behaviour. Both
 losses are always reported. ``data="fixed"`` (official) is full-batch GD on ``num_train``

@@ -97,7 +97,8 @@ def chen_model(config) -> InductionModel:
 
 
 def chen_stages(config) -> list[engine.Stage]:
-    """Plain-SGD stages from ``stage_groups`` / ``stage_steps`` / ``stage_lrs`` (spec §5.2)."""
+    """Plain-SGD stages from ``stage_groups`` / ``stage_steps`` / ``stage_lrs``
+    (docs/chen-theory.md#official-recipes)."""
     groups, steps, lrs = config["stage_groups"], config["stage_steps"], config["stage_lrs"]
     if not (len(groups) == len(steps) == len(lrs) >= 1):
         raise ValueError(

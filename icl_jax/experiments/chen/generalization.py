@@ -65,10 +65,11 @@ def _evaluate_shift(config, model, params_N, offsets, a_final, **changes) -> dic
 
 
 def run_generalization(config: dict, out: Path, progress: bool = True) -> dict:
-    """New (spec §7 item 7: no numbers exist): train with the CW → a recipe, then evaluate
-    on other sequence lengths L (the banded copier has no L-sized parameter) and other
-    Dirichlet concentrations α, against Bayes, the count estimator on the selected set,
-    GIH at the trained a, and the unigram estimator."""
+    """New (the paper's generalisation claim has no published numbers;
+    docs/chen-theory.md#official-recipes): train with the CW → a recipe, then evaluate on other
+    sequence lengths L (the banded copier has no L-sized parameter) and other Dirichlet
+    concentrations α, against Bayes, the count estimator on the selected set, GIH at the trained a,
+    and the unigram estimator."""
     task, model, res, m, steps, test = train_chen(config, out, progress)
     result = chen_result(config, task, model, res, m, steps, test)
     params_N = jax.tree.map(lambda x: x[0], res.params)

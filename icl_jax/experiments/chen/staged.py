@@ -32,10 +32,11 @@ def _training_data(config, task, seed: int):
 
 
 def theory_overlay(config, out: Path, name: str, task, model, result: dict, m, steps) -> dict:
-    """Ĩ_χ² / I_χ² ranking (spec §6.2), the replicator prediction of stage I from the
-    first-order G_S of the seed-0 training set (§6.3), and the exact gradient flow of the
-    stage-I loss (engine ODE mode, diffrax) on the first ``flow_size`` training sequences,
-    against the simulated GD shares (t = learning rate × step)."""
+    """Ĩ_χ² / I_χ² ranking (docs/chen-theory.md#modified-chi-square-mutual-information), the
+    replicator prediction of stage I from the first-order G_S of the seed-0 training set
+    (docs/chen-theory.md#first-order-coefficient), and the exact gradient flow of the stage-I loss
+    (engine ODE mode, diffrax) on the first ``flow_size`` training sequences, against the simulated
+    GD shares (t = learning rate × step)."""
     from icl_jax.theory.chen import chen_selection_report, first_order_g, replicator_shares
 
     report = chen_selection_report(task.vocab_size, task.parent_offsets, model.num_heads, model.max_degree,
@@ -50,7 +51,7 @@ def theory_overlay(config, out: Path, name: str, task, model, result: dict, m, s
          {"labels": labels, "values": [s["chi2"] for s in report["subsets"]],
           "errors": [s["chi2_se"] for s in report["subsets"]], "highlight": set(),
           "ylabel": "I_χ²(S) (standard)", "title": "standard χ² MI (ties once all parents are in S)"}],
-        title=f"Chen §6.2 selection criterion, {config['theory_draws']} prior draws, ± 2 s.e.",
+        title=f"Chen et al.'s selection criterion, {config['theory_draws']} prior draws, ± 2 s.e.",
     )
     stage_c = config["stage_groups"][0]
     if stage_c != "C":

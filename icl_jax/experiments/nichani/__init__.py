@@ -1,5 +1,5 @@
-"""Nichani, Damian & Lee (2024) experiments (spec §5, §7): every official recipe, the paper's
-staged Algorithm 1, and new figures.
+"""Nichani, Damian & Lee (2024) experiments (docs/nichani-theory.md#official-recipes): every
+official recipe, the paper's staged Algorithm 1, and new figures.
 
 Registered: ``nichani-staged``, ``nichani-fig2-chain``, ``nichani-fig2-icl``,
 ``nichani-fig2-random``, ``nichani-fig5-multiparent``, ``nichani-fig8-mlp``,

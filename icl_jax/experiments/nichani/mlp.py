@@ -41,9 +41,9 @@ MLP_QUICK = {"steps": 1000, "batch_size": 256, "test_size": 8192, "record_every"
 
 
 def run_mlp(config: dict, out: Path, progress: bool = True) -> dict:
-    """Fig. 8: the standard-residual transformer with value matrices and MLPs (spec §3.4) on
-    the chain; layer-1 attention averaged over a batch of real sequences (token blocks
-    included, unlike Figs 2/9 which read the positional block of A1)."""
+    """Nichani et al. Fig. 8: the standard-residual transformer with value matrices and MLPs
+    (docs/models.md#fig-8-transformer-with-mlps) on the chain; layer-1 attention averaged over a
+    batch of real sequences (token blocks included, unlike Figs 2/9 which read the positional block of A1)."""
     task = tree_task("chain", vocab_size=config["vocab_size"], seq_len=config["seq_len"], alpha=config["alpha"])
     s, t = task.vocab_size, task.seq_len
     model = fig8_transformer(s, t, config["num_layers"])

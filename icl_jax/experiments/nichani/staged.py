@@ -64,9 +64,10 @@ STAGED_QUICK = {
 
 
 def run_staged(config: dict, out: Path, progress: bool = True) -> dict:
-    """Algorithm 1 (spec §5.2): A1 = 0, A2 = β0·I; stage 1 trains A1 only, stage 2 A2 only, by
-    GD on fresh large batches (population-gradient proxy) across seeds, and as the exact
-    gradient flow (diffrax) of one fixed batch; then OOD evaluation on other priors."""
+    """Algorithm 1 (docs/nichani-theory.md#staged-training-algorithm-1): A1 = 0, A2 = β0·I;
+    stage 1 trains A1 only, stage 2 A2 only, by GD on fresh large batches (population-gradient
+    proxy) across seeds, and as the exact gradient flow (diffrax) of one fixed batch; then OOD
+    evaluation on other priors."""
     task = tree_task(config["graph"], vocab_size=config["vocab_size"], seq_len=config["seq_len"], alpha=config["alpha"], graph_seed=config["graph_seed"])
     s, t, eps = task.vocab_size, task.seq_len, config["eps"]
     dag = task.graph.dag_array()
@@ -106,7 +107,8 @@ def run_staged(config: dict, out: Path, progress: bool = True) -> dict:
     stage_times = np.concatenate([np.zeros(1), np.cumsum([st.steps * st.learning_rate for st in stages])])
     flow_steps = np.interp(flow.ts, stage_times, stage_steps)  # flow time on the step axis
     # out of distribution: the learned estimator counts in context, so it should track Bayes
-    # under other Dirichlet priors (spec §6.1 (D))
+    # under other Dirichlet priors (Nichani et al.'s OOD claim;
+    # docs/nichani-theory.md#induction-head-chain-case)
     final0 = jax.tree.map(lambda x: x[0, 0], res.params)
     ood = {}
     for a in config["ood_alphas"]:
@@ -143,7 +145,7 @@ def run_staged(config: dict, out: Path, progress: bool = True) -> dict:
     fig.savefig(out / "staged_flow_vs_gd.png", dpi=120)
     plt.close(fig)
     # the theory at initialisation: autodiff vs first-order formula vs population χ² prediction
-    # (small β0, where the first-order expansion holds; spec §6.2–6.3)
+    # (small β0, where the first-order expansion holds; docs/nichani-theory.md#first-order-gradient)
     report = nichani_gradient_report(
         task, beta0=1e-3, samples=config["theory_samples"], draws=config["theory_draws"], eps=eps, seed=config["seed"]
     )

@@ -32,7 +32,7 @@ __all__ = ["asymptotic_loss", "asymptotic_loss_monte_carlo"]
 @jax.jit
 def asymptotic_loss(joint_ExZ: jax.Array, a_A: jax.Array) -> jax.Array:
     r"""ℓ_∞(a) = −Σ_{e,z} μ(e,z) log ŷ_a(e|z) for joint laws ``[..., d, Z]`` and a grid
-    ``[A]`` of a (spec §6.5), ``[..., A]``; a = ∞ gives H(X_0 | Z).
+    ``[A]`` of a (docs/chen-theory.md#stage-iii-classifier-scale), ``[..., A]``; a = ∞ gives H(X_0 | Z).
 
     ŷ_a(e|z) = [e^a μ(e,z) + μ(e) − μ(e,z)]/[e^a μ(z) + 1 − μ(z)], evaluated as
     [μ(e,z) + e^{−a}(μ(e) − μ(e,z))]/[μ(z) + e^{−a}(1 − μ(z))] (no overflow at large a)."""
@@ -72,8 +72,9 @@ def asymptotic_loss_monte_carlo(
     kernels=None,
     chunk: int = 4096,
 ) -> dict[str, np.ndarray]:
-    r"""E_π ℓ_∞(a) on a grid of a for the selected subset S (spec §6.5), with its a → ∞
-    limit E_π H_μ(X_0 | X_{−S}) (Bayes-optimal when S = the parents).
+    r"""E_π ℓ_∞(a) on a grid of a for the selected subset S
+    (docs/chen-theory.md#stage-iii-classifier-scale), with its a → ∞ limit E_π H_μ(X_0 | X_{−S})
+    (Bayes-optimal when S = the parents).
 
     Kernels as in :func:`selection_monte_carlo`. Returns ``{"a", "loss", "loss_se",
     "limit", "limit_se"}`` as float64 numpy arrays (``loss`` ``[A]``; standard errors

@@ -35,7 +35,8 @@ def replicator_shares(
     p0_S: jax.Array | None = None,
     c_norm2=None,
 ) -> jax.Array:
-    r"""Replicator prediction of stage I (spec §6.3): p_S(t) ∝ p_S(0)·exp(κ t G_S), κ = 4a/‖c‖².
+    r"""Replicator prediction of stage I: p_S(t) ∝ p_S(0)·exp(κ t G_S), κ = 4a/‖c‖²
+    (docs/chen-theory.md#replicator-flow).
 
     Args:
       g_S: first-order coefficients G_S (:func:`first_order_g`; or Ĩ_χ²(S) as the L → ∞,
@@ -81,7 +82,7 @@ def _replicator_from_c(g_S, t_T, a, c0_S):
 # ------------------------------------------------------------ stage I: gradient on c
 def selector_kernels(params, tokens_BxT: jax.Array, model: InductionModel) -> jax.Array:
     """K_S(l) = Π_{h∈S}⟨v_q^{(h)}, v_l^{(h)}⟩₊ for every selector subset, ``[B, L, n_subsets]``
-    (spec §3.2), from the model's own copier features at ``params["W"]``: the model's
+    (docs/models.md#selector), from the model's own copier features at ``params["W"]``: the model's
     similarity with c one-hot on S."""
     v = copier_features(params, tokens_BxT, model)
     eye = jnp.eye(model.num_subsets, dtype=params["C"].dtype)
@@ -106,13 +107,14 @@ def _g_terms(params, tokens, label, model, eps, a):
 
 
 def first_order_g(params, batch, model: InductionModel, *, eps: float = DEFAULT_EPS) -> jax.Array:
-    r"""First-order coefficients G_S from a batch (spec §6.3), ``[n_subsets]``:
+    r"""First-order coefficients G_S from a batch (docs/chen-theory.md#first-order-coefficient),
+    ``[n_subsets]``:
 
     G_S = mean_b [Σ_l 1[x_l = y] K_S(l) − (N(y)/L) Σ_l K_S(l)] / (N(y) + Lε),
 
     with K_S from the model's copier features at ``params["W"]`` (any window, any W) and
     the hard label y = ``batch.label_B``; ε is the floor of ``InductionModel.loss`` (the exact
-    a → 0 limit of its hard-label gradient; ε = 0 is the spec's Σ 1[x_l=y]K_S/N(y) − ΣK_S/L
+    a → 0 limit of its hard-label gradient; ε = 0 is the project's first form Σ 1[x_l=y]K_S/N(y) − ΣK_S/L
     with 0 for sequences whose target never occurs). With exact copiers and L → ∞ it
     tends to Ĩ_χ²(S) (positive finite-L bias). Evaluated as the exact coefficient g_S of
     :func:`exact_c_gradient` at a = 0, where it reduces to this formula."""
@@ -130,9 +132,10 @@ def _centred_c_gradient(params, g_S):
 
 
 def first_order_c_gradient(params, batch, model: InductionModel, *, eps: float = DEFAULT_EPS) -> jax.Array:
-    r"""∂ℓ/∂c ≈ −a·(2c_S/‖c‖²)(G_S − Σ_{S'} p_{S'} G_{S'}) (spec §6.3), ``[n_subsets]``: the
-    gradient (not its negative) of ``InductionModel.loss(params, batch, ..., loss="prob_ce", labels="hard",
-    eps=eps)`` w.r.t. ``params["C"]`` to first order in a (relative error O(a))."""
+    r"""∂ℓ/∂c ≈ −a·(2c_S/‖c‖²)(G_S − Σ_{S'} p_{S'} G_{S'})
+    (docs/chen-theory.md#first-order-coefficient), ``[n_subsets]``: the gradient (not its negative)
+    of ``InductionModel.loss(params, batch, ..., loss="prob_ce", labels="hard", eps=eps)`` w.r.t.
+    ``params["C"]`` to first order in a (relative error O(a))."""
     return _centred_c_gradient(params, first_order_g(params, batch, model, eps=eps))
 
 

@@ -29,13 +29,15 @@ def chen_selection_report(
     seed: int = 0,
 ) -> dict:
     r"""JSON-ready Ĩ_χ² / I_χ² selection table behind ``icl-jax theory chen-selection``
-    (spec §6.2), computed in float64 from ``draws`` kernels of the prior (key ``seed``).
+    (docs/chen-theory.md#modified-chi-square-mutual-information), computed in float64 from ``draws``
+    kernels of the prior (key ``seed``).
 
     ``subsets`` lists, per S (official order): ``offsets``, ``label``, ``modified_chi2``,
-    ``chi2``, ``conditional_entropy`` (E_π H(X_0|X_{−S}), the a → ∞ loss of §6.5) with
-    ``*_se``, and ``win_fraction``. ``selected`` = argmax Ĩ; ``chi2_maximisers`` = every S
-    whose I_χ² is within 1e−9 (relative) of the largest (adding a non-parent offset to a set
-    containing all parents leaves I_χ² unchanged, so I alone cannot break that tie).
+    ``chi2``, ``conditional_entropy`` (E_π H(X_0|X_{−S}), the a → ∞ loss of
+    docs/chen-theory.md#stage-iii-classifier-scale) with ``*_se``, and ``win_fraction``.
+    ``selected`` = argmax Ĩ; ``chi2_maximisers`` = every S whose I_χ² is within 1e−9 (relative) of
+    the largest (adding a non-parent offset to a set containing all parents leaves I_χ² unchanged,
+    so I alone cannot break that tie).
     """
     d = _check_int("vocab_size", vocab_size, 2)
     offsets = ngram_offsets(parent_offsets)

@@ -58,7 +58,7 @@ def _check_sizes(vocab_size: int, offsets: tuple[int, ...], window: int) -> None
 def chen_subsets(num_heads: int, max_degree: int) -> tuple[tuple[int, ...], ...]:
     """Live selector subsets S ⊆ [H], |S| ≤ D, as offset tuples (head h ↔ offset h under
     exact copying), in the official lexicographic order of
-    :meth:`~icl_jax.models.induction.InductionModel.subsets` (spec §3.2): for H = 3, D = 2
+    :meth:`~icl_jax.models.induction.InductionModel.subsets` (docs/models.md#selector): for H = 3, D = 2
     (), (3,), (2,), (2, 3), (1,), (1, 3), (1, 2) = '000', '001', …, '110'."""
     _check_int("num_heads", num_heads, 1)
     if not isinstance(max_degree, (int, np.integer)) or isinstance(max_degree, bool) or not 0 <= max_degree <= num_heads:
@@ -101,7 +101,8 @@ def _window_joint(kernel, d: int, offsets: tuple[int, ...], window: int):
 
 
 def window_joint_law(kernel_BxRxS: jax.Array, vocab_size: int, parent_offsets: Sequence[int], window: int) -> jax.Array:
-    r"""Stationary joint law of (x_i, x_{i−1}, …, x_{i−W}) under n-gram kernels (spec §6.6.1).
+    r"""Stationary joint law of (x_i, x_{i−1}, …, x_{i−W}) under n-gram kernels
+    (docs/chen-theory.md#exact-stationary-window-laws).
 
     Args:
       kernel_BxRxS: kernels ``[..., d^n, d]``; row r is π(·|z) for the parent context z
@@ -139,7 +140,8 @@ def _subset_joint(joint, nb: int, subset: tuple[int, ...]):
 def subset_joint_law(window_joint: jax.Array, subset: Sequence[int], batch_dims: int = 1) -> jax.Array:
     """Joint μ(e, z_S) of the current token and z_S = (x_{i−s})_{s∈S} from a window law of
     :func:`window_joint_law`: ``[..., d, d^|S|]``, z written base d with the smallest offset
-    most significant (spec §6.2). ``batch_dims`` leading axes are batch axes."""
+    most significant (docs/chen-theory.md#modified-chi-square-mutual-information). ``batch_dims``
+    leading axes are batch axes."""
     joint = jnp.asarray(window_joint)
     window = joint.ndim - batch_dims - 1
     (subset,) = _check_subsets([subset], window)
@@ -202,7 +204,8 @@ def subset_information(
     parent_offsets: Sequence[int],
     subsets: Sequence[Sequence[int]],
 ) -> dict[str, jax.Array]:
-    r"""Per-kernel Ĩ_χ²(S), I_χ²(S) and H(X_0 | X_{−S}) for every subset (spec §6.2), exact.
+    r"""Per-kernel Ĩ_χ²(S), I_χ²(S) and H(X_0 | X_{−S}) for every subset
+    (docs/chen-theory.md#modified-chi-square-mutual-information), exact.
 
     Args:
       kernel_BxRxS: kernels ``[B, d^n, d]`` (see :func:`window_joint_law`).
@@ -280,7 +283,8 @@ def selection_monte_carlo(
     chunk: int = 4096,
 ) -> dict:
     r"""Ĩ_χ²(S), I_χ²(S) and E_π H(X_0|X_{−S}) averaged over the Dirichlet(α) prior, for
-    every selector subset S ⊆ [H], |S| ≤ D; S* = argmax Ĩ (spec §6.2).
+    every selector subset S ⊆ [H], |S| ≤ D; S* = argmax Ĩ
+    (docs/chen-theory.md#modified-chi-square-mutual-information).
 
     Args:
       vocab_size, parent_offsets, alpha: the n-gram task (rows of π i.i.d. Dirichlet(α·1_d)).

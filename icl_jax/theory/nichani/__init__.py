@@ -1,7 +1,7 @@
-r"""Layer-1 gradient of Nichani et al.'s reduced model at initialisation (spec §6.2–6.4).
+r"""Layer-1 gradient of Nichani et al.'s reduced model at initialisation (docs/nichani-theory.md).
 
-The reduced model (:mod:`icl_jax.models.reduced`, spec §3.3) at A1 = 0, A2 = β0·I_S. Code
-positions are 0-based, 0..T−1; the spec's formulas use 1-based i, so the spec's "1/i"
+The reduced model (:mod:`icl_jax.models.reduced`, docs/models.md#reduced-model) at A1 = 0, A2 = β0·I_S. Code
+positions are 0-based, 0..T−1; the paper's formulas use 1-based i, so the paper's "1/i"
 (uniform layer-1 attention over i keys) is ``1/(i+1)`` here. Position T−1 is the query q.
 
 **First order in β0 (finite T, one batch; derived and checked against autodiff).** With
@@ -15,17 +15,17 @@ c_i = (1/(i+1)) Σ_{k≤i} 1[x_k = q] and p̂ the token frequencies of all T pos
     F_i = \frac{Y_{x_i}}{\hat p(x_i) + ε} - \sum_b \frac{Y_b\,\hat p_b}{\hat p_b + ε},
 
 for the ε-floored soft-label loss −Σ_b Y_b log(f_b + ε); the hard-label loss −log(f_y + ε)
-is the same with Y = e_y, i.e. F_i = (1[x_i = y] − p̂_y)/(p̂_y + ε), which is the spec's
+is the same with Y = e_y, i.e. F_i = (1[x_i = y] − p̂_y)/(p̂_y + ε), which is the first derivation's
 1[x_i = y]/p̂(y) − 1 only at ε = 0. Each row sums to 0 over k ≤ i; entries with k > i are 0.
 
-**Population form (spec §6.3).** Replacing p̂ by μ_π (ε = 0) and averaging the uniform,
-independent query gives E[F_i 1[x_k = q]] = g_ik/S with
+**Population form (docs/nichani-theory.md#population-form).** Replacing p̂ by μ_π (ε = 0) and
+averaging the uniform, independent query gives E[F_i 1[x_k = q]] = g_ik/S with
 g_ik = ⟨P_{k,i}, P_edge⟩_χ² − 1 and P_edge(a, b) = μ(a)π(b|a), so
 
 .. math:: \frac{∂L}{∂A^{(1)}_{ik}} ≈ -\frac{β_0}{S\,T\,(i+1)}\Big(\bar g_{ik} - \frac{1}{i+1}\sum_{k'≤i} \bar g_{ik'}\Big),
           \qquad \bar g = E_π[g].
 
-Query row (i = T−1, which the spec does not treat; derived here and checked by exact
+Query row (i = T−1, which the first derivation did not treat; derived here and checked by exact
 enumeration): for a context key k the query plays the role of x_k itself, so
 g_{T−1,k} = tr π − 1 (as for the self entry k = i), and its own entry is
 g_{T−1,T−1} = Σ_a π(a,a)/μ(a) − S. The latter has an infinite prior expectation at small α

@@ -50,7 +50,7 @@ def _first_order_core(tokens_BxT, target_BxS, freq_BxS, w_B, eps, vocab_size):
 
 
 def _row_prefactor(t: int, dtype) -> jax.Array:
-    """1/(T·(i+1)) for the 0-based row i (spec: 1/(T·i), 1-based)."""
+    """1/(T·(i+1)) for the 0-based row i (1/(T·i) with a 1-based i)."""
     return 1.0 / (t * jnp.arange(1, t + 1, dtype=dtype))
 
 
@@ -64,7 +64,8 @@ def first_order_gradient(
     *,
     frequencies=None,
 ) -> jax.Array:
-    r"""First-order (in β0) estimate of ∂L/∂A1 at A1 = 0, A2 = β0·I_S from a batch (spec §6.2).
+    r"""First-order (in β0) estimate of ∂L/∂A1 at A1 = 0, A2 = β0·I_S from a batch
+    (docs/nichani-theory.md#first-order-gradient).
 
     Args:
       batch: tokens ``[B, T]`` (query last) and labels.

@@ -115,8 +115,8 @@ def _joint_laws(structure, pi_SxS, mu):
 def population_g(pi_SxS: jax.Array, graph_or_task, mu_S: jax.Array | None = None) -> jax.Array:
     r"""g_ik(π) = ⟨P_{k,i}, P_edge⟩_χ² − 1 for one kernel π, ``[T, T]`` indexed ``[i, k]``.
 
-    Context rows follow spec §6.3 exactly (lower triangle, k ≤ i); the query row is
-    tr π − 1 for context keys and Σ_a π(a,a)/μ(a) − S on its diagonal (module docstring).
+    Context rows follow docs/nichani-theory.md#population-form exactly (lower triangle, k ≤ i); the
+    query row is tr π − 1 for context keys and Σ_a π(a,a)/μ(a) − S on its diagonal (module docstring).
     This is exactly S·E[F_i 1[x_k = q]] with p̂ replaced by μ_π and ε = 0 (tested by
     enumeration). Entries with k > i are 0.
     """
@@ -149,8 +149,8 @@ def edge_chi2_information(pi_SxS: jax.Array, mu_S: jax.Array | None = None) -> j
 def population_g_monte_carlo(
     task, key: jax.Array | None = None, draws: int | None = None, *, kernels=None, chunk: int = 256
 ) -> dict[str, jax.Array]:
-    r"""Monte-Carlo estimate over π only of ḡ = E_π[g(π)] (spec §6.3), E_π[I_χ²(edge)] and
-    E_π[tr π − 1], vmapped over the draws (in chunks of ``chunk`` kernels).
+    r"""Monte-Carlo estimate over π only of ḡ = E_π[g(π)] (docs/nichani-theory.md#population-form),
+    E_π[I_χ²(edge)] and E_π[tr π − 1], vmapped over the draws (in chunks of ``chunk`` kernels).
 
     Args:
       task: a :class:`~icl_jax.TreeTask` (graph, S, α).
@@ -218,8 +218,9 @@ def _stats(structure, pis_MxSxS):
 
 
 def predicted_gradient(g_TxT: jax.Array, beta0: float, vocab_size: int) -> jax.Array:
-    r"""Population prediction of ∂L/∂A1 (spec §6.3): −β0/(S·T·(i+1)) · (g_ik − mean_{k'≤i} g_ik'),
-    zero above the diagonal (0-based row i; the spec's 1/i is 1-based)."""
+    r"""Population prediction of ∂L/∂A1 (docs/nichani-theory.md#population-form):
+    −β0/(S·T·(i+1)) · (g_ik − mean_{k'≤i} g_ik'), zero above the diagonal (0-based row i; the
+    paper's 1/i is 1-based)."""
     g = jnp.asarray(g_TxT)
     t = g.shape[0]
     mask = jnp.tril(jnp.ones((t, t), bool))
@@ -249,5 +250,6 @@ def argmax_recovery(grad_TxT, graph_or_task) -> float:
 
 
 def dpi_parent_is_argmax(grad_TxT, graph_or_task) -> bool:
-    """The DPI prediction (spec §6.4): for every non-root row the parent is the argmax."""
+    """The DPI prediction (docs/nichani-theory.md#special-values-and-the-dpi-argument): for every
+    non-root row the parent is the argmax."""
     return argmax_recovery(grad_TxT, graph_or_task) == 1.0

@@ -55,7 +55,7 @@ def nichani_gradient_report(
     seed: int = 0,
     labels: str = "soft",
 ) -> dict:
-    r"""Layer-1 gradient at initialisation three ways, in one convention (spec §6.2–6.4).
+    r"""Layer-1 gradient at initialisation three ways, in one convention (docs/nichani-theory.md).
 
     * ``autodiff``: ``jax.grad`` of ``ReducedModel.loss`` w.r.t. A1 on one batch of ``samples``
       sequences (float64);
