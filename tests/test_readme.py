@@ -54,9 +54,9 @@ def test_readme_transformer_example(capsys):
     leaves the other groups alone (the loss keeps falling, but only through the readout)."""
     import numpy as np
 
-    lines = _run(_block("Transformer(vocab_size").replace("record_every=100)", "record_every=100, progress=False)"), capsys)
+    lines = _run(_block("Transformer(vocab_size").replace("record_every=50)", "record_every=50, progress=False)"), capsys)
     assert ast.literal_eval(lines[0]) == ["L1", "L2", "W", "ln_f", "wpe", "wte"]
-    assert ast.literal_eval(lines[1]) == (1, 2, 500)
+    assert ast.literal_eval(lines[1]) == (1, 2, 250)
     early = np.array(lines[2].split("] [")[0].strip("[]").split(), dtype=float)
     late = np.array(lines[2].split("] [")[1].strip("[]").split(), dtype=float)
     assert early.shape == late.shape == (2,) and np.all(late < early - 0.05)  # both seeds learn
