@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_jax import NGramTask, tree_task
+from icl_jax import Batch, NGramTask, tree_task
 from icl_jax.losses import DEFAULT_EPS, chunked_mean_fn, entropy, floored_probs, targets
 from icl_jax.tasks.baselines import baseline_losses
 
@@ -37,8 +37,9 @@ def test_nichani_experiment_test_loss_covers_every_sequence():
     from icl_jax.experiments.nichani import _test_loss_fn
     from icl_jax.models import ReducedModel
 
-    task = tree_task("chain", vocab_size=4, seq_len=6, alpha=0.5)
-    test = task.sample(jax.random.key(0), 11)
+    rng = np.random.default_rng(0)  # a batch drawn with numpy: nothing to compile but the model
+    label_probs = rng.dirichlet(np.ones(4), size=11).astype(np.float32)
+    test = Batch(jnp.asarray(rng.integers(0, 4, (11, 6)), jnp.int32), jnp.asarray(label_probs), jnp.zeros(11, jnp.int32))
     model = ReducedModel(4, 6)
     params = {"A1": jax.random.normal(jax.random.key(1), (6, 6)), "A2": 3.0 * jnp.eye(4)}
     got = float(_test_loss_fn(model, test, chunk=4)(params))
