@@ -26,7 +26,7 @@ from icl_jax.experiments.common import _loss_stat, _per_seed, _seeds, _test_set
 from icl_jax.experiments.registry import Experiment, register
 from icl_jax.models.induction import InductionModel
 from icl_jax.models.induction_layers import copier_attention, subset_shares
-from icl_jax.losses import cross_entropy_probs, floored_probs, official_double_softmax_ce
+from icl_jax.losses import DEFAULT_EPS, cross_entropy_probs, floored_probs, official_double_softmax_ce
 from icl_jax.tasks.baselines import HARD_ESTIMATOR_EPS, baseline_losses, gih_predictive, ngram_match
 from icl_jax.tasks.sampling import Batch
 from icl_jax.tasks.tasks import NGramTask, chen_bigram_task
@@ -54,7 +54,7 @@ COMMON = {
     "proj_init": 0.001,
     "loss": "prob_ce",
     "labels": "hard",
-    "loss_eps": 1e-3,
+    "loss_eps": DEFAULT_EPS,
     "data": "fixed",
     "num_train": 9000,
     "batch_size": 9000,

@@ -24,6 +24,7 @@ from icl_jax.analysis.plots import plot_runs
 from icl_jax.experiments.common import _per_seed
 from icl_jax.experiments.nichani.common import _baselines, _fmt, _loss_panel, _test_loss_fn, _train_task, _tree_result
 from icl_jax.experiments.registry import Experiment, register
+from icl_jax.losses import DEFAULT_EPS
 from icl_jax.models.reduced import ReducedModel
 from icl_jax.tasks.tasks import tree_task
 from icl_jax.theory.nichani import nichani_gradient_report
@@ -36,7 +37,7 @@ STAGED_DEFAULTS = {
     "vocab_size": 10,
     "seq_len": 20,
     "alpha": 0.1,
-    "eps": 1e-3,
+    "eps": DEFAULT_EPS,
     "beta0": 1.0,
     "batch_size": 4096,
     "stage1_steps": 100,
