@@ -116,7 +116,7 @@ SHARDED = textwrap.dedent(
 
 
 def test_sharded_sweep_equals_unsharded_on_four_fake_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4",
                TESTS_DIR=os.path.dirname(__file__), JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
