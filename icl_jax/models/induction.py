@@ -113,6 +113,12 @@ class InductionModel(MeanLoss):
         for name in ("norm_eps", "ln_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 (got {getattr(self, name)!r})")
+        for name in _INIT_FIELDS:  # None: the official value of the model kind (w_plus, w_minus)
+            v = getattr(self, name)
+            if not (v is None and name in ("w_plus", "w_minus")) and (
+                isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v)
+            ):
+                raise ValueError(f"{name} must be a finite number (got {v!r})")
 
     # -- derived static structure -------------------------------------------------------
     @property

@@ -617,3 +617,14 @@ def test_jitted_loss_traces_once(small_batch):
 
     l0, l1 = step(OFFICIAL.init(dtype=F64), small_batch), step(_perturbed(OFFICIAL, 30), small_batch)
     assert float(l0) != float(l1)
+
+
+def test_init_fields_are_validated():
+    for name in ("w_plus", "w_minus", "c_init", "a_init", "proj_init"):
+        with pytest.raises(ValueError, match=name):
+            InductionModel(3, **{name: "big"})
+        with pytest.raises(ValueError, match=name):
+            InductionModel(3, **{name: float("nan")})
+    with pytest.raises(ValueError, match="c_init"):
+        InductionModel(3, c_init=None)
+    InductionModel(3, w_plus=None, w_minus=None, c_init=0.5)  # None = the official value for w±
