@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
-__all__ = ["plot_gradient_comparison"]
+from icl_jax.analysis.plots import _check_formats, _finish, _grid, _integer_axis, _legend, _style, save_figure
+
+__all__ = ["plot_gradient_comparison", "gradient_comparison_figure"]
 
 
 def _masked_neg(grad_TxT) -> np.ma.MaskedArray:
@@ -18,44 +21,31 @@ def _masked_neg(grad_TxT) -> np.ma.MaskedArray:
     return np.ma.masked_array(g, mask=upper | ~np.isfinite(g))
 
 
-def plot_gradient_comparison(
-    path: Path | str,
-    autodiff_TxT,
-    analytic_TxT,
-    parents,
-    title: str,
-    population_TxT=None,
-) -> None:
-    """Heatmaps of −∂L/∂A1 (autodiff, analytic, optionally population) side by side, then
-    a scatter of analytic (and population) entries against autodiff.
-
-    Args:
-      path: output image path (format from the suffix).
-      autodiff_TxT, analytic_TxT, population_TxT: ``[T, T]`` gradients ∂L/∂A1 (the
-        gradient itself; the figure shows its negative, the direction of the first GD step).
-      parents: dag array over the T−1 context positions (−1 = root); parent cells are
-        outlined in the heatmaps and drawn as red crosses in the scatter.
-      title: figure title.
-    """
+def gradient_comparison_figure(
+    autodiff_TxT, analytic_TxT, parents, title: str, population_TxT=None, *, ncols: int | None = None
+) -> Figure:
+    """The figure of :func:`plot_gradient_comparison` (returned, not saved)."""
     ad = np.asarray(autodiff_TxT, np.float64)
     t = ad.shape[0]
     parents = np.asarray(parents, int)
     panels = [("autodiff", ad), ("first order (analytic)", np.asarray(analytic_TxT, np.float64))]
     if population_TxT is not None:
         panels.append(("population (χ² form)", np.asarray(population_TxT, np.float64)))
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 4.0))
+    fig, axes = _grid(len(panels) + 1, ncols)
+    flat = list(axes.flat)
     vmax = float(np.nanmax(np.abs(_masked_neg(ad)))) or 1.0
     rows = np.array([i for i, p in enumerate(parents) if p >= 0], int)
-    for ax, (name, grad) in zip(axes, panels):
+    for ax, (name, grad) in zip(flat, panels):
         im = ax.imshow(_masked_neg(grad), cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
         if rows.size:
             ax.scatter(parents[rows], rows, s=18, facecolors="none", edgecolors="k", linewidths=0.8, label="parent")
-        ax.set_title(f"−∂L/∂A1: {name}", fontsize=9)
-        ax.set_xlabel("key k")
-        ax.set_ylabel("position i")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    axes[0].legend(fontsize=7, loc="upper right")
-    ax = axes[-1]
+        _integer_axis(ax, "x")
+        _integer_axis(ax, "y")
+        _style(ax, f"−∂L/∂A1: {name}", "key position k", "query position i")
+        cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        cbar.ax.tick_params(labelsize=8)
+    _legend(flat[0])
+    ax = flat[len(panels)]
     tri = np.tril_indices(t)
     x = -ad[tri]
     lim = [float(np.nanmin(x)), float(np.nanmax(x))]
@@ -67,13 +57,38 @@ def plot_gradient_comparison(
         ax.scatter(x[ok], y[ok], s=8, alpha=0.6, color=colour, label=name)
         if rows.size:
             ax.scatter(-ad[rows, parents[rows]], -grad[rows, parents[rows]], s=30, marker="x", color="tab:red")
-    ax.scatter([], [], s=30, marker="x", color="tab:red", label="parent entries")
+    if rows.size:
+        ax.scatter([], [], s=30, marker="x", color="tab:red", label="parent entries")
     ax.plot(lim, lim, color="k", lw=0.8, ls="--")
-    ax.set_xlabel("autodiff −∂L/∂A1_ik")
-    ax.set_ylabel("prediction")
-    ax.set_title("entries (lower triangle)", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _style(ax, "entries (lower triangle)", "autodiff −∂L/∂A1_ik", "prediction −∂L/∂A1_ik")
+    _legend(ax)
+    return _finish(fig, axes, title)
+
+
+def plot_gradient_comparison(
+    path: Path | str,
+    autodiff_TxT,
+    analytic_TxT,
+    parents,
+    title: str,
+    population_TxT=None,
+    *,
+    ncols: int | None = None,
+    formats: Sequence[str] = (),
+) -> None:
+    """Heatmaps of −∂L/∂A1 (autodiff, analytic, optionally population), then a scatter of
+    analytic (and population) entries against autodiff, in a grid (2 × 2 with the population).
+
+    Args:
+      path: output image path (PNG at 150 dpi; the format follows the suffix).
+      autodiff_TxT, analytic_TxT, population_TxT: ``[T, T]`` gradients ∂L/∂A1 (the
+        gradient itself; the figure shows its negative, the direction of the first GD step).
+      parents: dag array over the T−1 context positions (−1 = root); parent cells are
+        outlined in the heatmaps and drawn as red crosses in the scatter.
+      title: figure title (may have several lines).
+      ncols: grid columns (default: see :func:`icl_jax.analysis.plots.grid_shape`).
+      formats: extra vector copies next to ``path`` (any of "pdf", "svg", "eps").
+    """
+    _check_formats(formats)
+    fig = gradient_comparison_figure(autodiff_TxT, analytic_TxT, parents, title, population_TxT, ncols=ncols)
+    save_figure(fig, path, formats)
