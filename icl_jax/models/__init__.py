@@ -8,6 +8,9 @@
 * :class:`InductionModel` — Chen et al.'s copier / selector / classifier (and the
   Appendix-B full model).
 
+Every ``apply`` validates its tokens (:func:`~icl_jax.models.tokens.check_tokens`: integer ids
+in [0, S−1], shape [B, T]); inside ``jit`` the range part runs only under :func:`checked`.
+
 Naive reference forwards (tests and benchmarks) live in :mod:`icl_jax.models.reference` and
 are not re-exported here. The public surface is what this file lists.
 """
@@ -27,4 +30,5 @@ from icl_jax.models.induction_layers import (
 from icl_jax.models.induction_stats import WindowStats as WindowStats
 from icl_jax.models.protocol import Model as Model
 from icl_jax.models.reduced import ReducedModel as ReducedModel
+from icl_jax.models.tokens import check_tokens as check_tokens, checked as checked
 from icl_jax.models.transformer import Transformer as Transformer, fig8_transformer as fig8_transformer

@@ -30,6 +30,8 @@ import numpy as np
 
 from icl_jax.losses import cross_entropy_logits, targets
 from icl_jax.models.protocol import MeanLoss
+from icl_jax.models.tokens import check_tokens
+from icl_jax.tasks.graphs import CausalGraph, tree_from_dag_array
 
 __all__ = ["CatFormer", "catformer_embed", "catformer_heads", "layer1_positional_attention", "stream_blocks"]
 
@@ -55,6 +57,9 @@ class CatFormer(MeanLoss):
       init_scale: standard deviation of the normal init.
 
     ``apply`` returns **logits** ``[B, S]`` of the token after position T−1 (the query).
+    Tokens must be integer ids in [0, S−1] of shape ``[B, T]``: checked eagerly when concrete
+    (``ValueError``); inside ``jit`` the range check is skipped unless the call is wrapped by
+    :func:`icl_jax.models.checked` (see :mod:`icl_jax.models.tokens`).
     """
 
     vocab_size: int
@@ -111,7 +116,7 @@ class CatFormer(MeanLoss):
     def apply(self, params: dict, tokens_BxT: jax.Array) -> jax.Array:
         """Next-token logits at the last position, ``[B, S]`` (efficient, exact forward)."""
         self._check_params(params)
-        return _logits(params, tokens_BxT)
+        return _logits(params, check_tokens(tokens_BxT, self.vocab_size, seq_len=self.seq_len))
 
     def _check_params(self, params: dict) -> None:
         got = {k: tuple(v.shape) for k, v in params.items()} if isinstance(params, dict) else None
@@ -128,6 +133,7 @@ class CatFormer(MeanLoss):
     def attention(self, params: dict, tokens_BxT: jax.Array) -> list[jax.Array]:
         """Full attention of every layer on real sequences (token blocks included), one
         ``[B, H, T, T]`` array per layer (row i: causal softmax over j ≤ i)."""
+        tokens_BxT = check_tokens(tokens_BxT, self.vocab_size, seq_len=self.seq_len)
         s, _ = _check_shapes(params, tokens_BxT)
         layers, w = _split(params)
         h = catformer_embed(tokens_BxT, s, w.dtype)
@@ -145,13 +151,16 @@ class CatFormer(MeanLoss):
         """Named blocks of the final stream (see :func:`stream_blocks`)."""
         return stream_blocks(self.vocab_size, self.seq_len, self.heads)
 
-    def reference_params(self, parents: Sequence[int], c: float = 50.0, beta: float = 50.0, gamma: float = 1.0) -> dict:
+    def reference_params(
+        self, parents: CausalGraph | Sequence[int | None], c: float = 50.0, beta: float = 50.0, gamma: float = 1.0
+    ) -> dict:
         """Hand-set two-layer weights that implement the count estimator (Nichani et al.;
         docs/models.md#reference-construction).
 
         Args:
-          parents: official dag array over the T−1 context positions (−1 = root); the
-            query is position T−1.
+          parents: a tree :class:`~icl_jax.tasks.graphs.CausalGraph` over the T−1 context
+            positions, or its official dag array (−1 or None = root); the query is
+            position T−1.
           c: layer-1 position block c·Adj (position i attends to p(i)); also the layer-2
             bias that removes roots and the query from the keys (their layer-1 token part
             is not a parent token).
@@ -161,7 +170,11 @@ class CatFormer(MeanLoss):
         As c, β → ∞, logits/γ → the in-context empirical conditional N(x_T, ·)/N(x_T) over
         positions whose parent token equals the query token (when N(x_T) > 0).
         """
-        dag = np.asarray(parents)
+        try:
+            graph = parents if isinstance(parents, CausalGraph) else tree_from_dag_array(parents)
+            dag = graph.dag_array
+        except ValueError as e:
+            raise ValueError(f"parents: {e}") from None
         if self.heads != (1, 1) or len(dag) + 1 != self.seq_len:
             raise ValueError(
                 f"parents: the reference construction needs heads=(1, 1) and len(parents) = seq_len − 1 = "

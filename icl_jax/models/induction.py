@@ -65,8 +65,11 @@ class InductionModel(MeanLoss):
         proj = 0.001).
 
     ``apply`` returns **probabilities** ``[B, d]`` of x_{T+1} given x_1..x_T (Chen et al.;
-    docs/models.md#classifier). ``per_example_loss`` also accepts the :class:`WindowStats` of a batch (same
-    value, much faster for the simplified model: docs/models.md#window-statistics).
+    docs/models.md#classifier). Tokens must be integer ids in [0, d−1] of shape ``[B, T]``:
+    checked eagerly when concrete (``ValueError``); inside ``jit`` the range check is skipped
+    unless the call is wrapped by :func:`icl_jax.models.checked` (:mod:`icl_jax.models.tokens`).
+    ``per_example_loss`` also accepts the :class:`WindowStats` of a batch (same value, much
+    faster for the simplified model: docs/models.md#window-statistics; not token-checked).
     """
 
     vocab_size: int

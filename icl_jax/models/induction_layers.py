@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from icl_jax.models.tokens import check_tokens
+
 __all__ = [
     "copier_attention",
     "copier_features",
@@ -173,10 +175,9 @@ def subset_shares(params) -> jax.Array:
 
 def induction_probs(params, tokens_BxT: jax.Array, model) -> jax.Array:
     """ŷ ``[B, d]``: the model's distribution of x_{L+1} given x_1..x_L (Chen et al.;
-    docs/models.md#classifier)."""
-    tokens_BxT = jnp.asarray(tokens_BxT)
-    if tokens_BxT.ndim != 2 or tokens_BxT.shape[1] < 1:
-        raise ValueError(f"tokens_BxT must have shape [B, T] with T >= 1 (got {tokens_BxT.shape})")
+    docs/models.md#classifier). Tokens: integer ids in [0, d−1], ``[B, L]`` with L >= 1
+    (:func:`~icl_jax.models.tokens.check_tokens`)."""
+    tokens_BxT = jnp.asarray(check_tokens(tokens_BxT, model.vocab_size))
     v = copier_features(params, tokens_BxT, model)
     sim = selector_similarity(params, v, tokens_BxT, model)
     attn = jax.nn.softmax(params["a"] * sim, axis=-1)  # [B, L]

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from icl_jax.losses import DEFAULT_EPS, cross_entropy_probs, targets
 from icl_jax.models.protocol import MeanLoss
+from icl_jax.models.tokens import check_tokens
 
 __all__ = ["ReducedModel", "reduced_layer1_attention", "reduced_probs"]
 
@@ -36,6 +37,9 @@ class ReducedModel(MeanLoss):
       beta0: the initial A2 = β0·I_S (Algorithm 1; docs/nichani-theory.md#staged-training-algorithm-1).
 
     ``apply`` returns **probabilities** ``[B, S]`` (a mixture of the context tokens).
+    Tokens must be integer ids in [0, S−1] of shape ``[B, T]``: checked eagerly when concrete
+    (``ValueError``); inside ``jit`` the range check is skipped unless the call is wrapped by
+    :func:`icl_jax.models.checked` (see :mod:`icl_jax.models.tokens`).
     """
 
     vocab_size: int
@@ -86,13 +90,13 @@ def reduced_layer1_attention(params: dict) -> jax.Array:
 
 
 def reduced_probs(params: dict, tokens_BxT: jax.Array) -> jax.Array:
-    """f_θ(X) = Σ_j σ_j e_{x_j}, shape [B, S] (config-free: shapes come from A1, A2)."""
+    """f_θ(X) = Σ_j σ_j e_{x_j}, shape [B, S] (config-free: shapes come from A1, A2; tokens
+    are validated by :func:`~icl_jax.models.tokens.check_tokens`)."""
     a1, a2 = params["A1"], params["A2"]
     t, s = a1.shape[0], a2.shape[0]
     if a1.shape != (t, t) or a2.shape != (s, s):
         raise ValueError(f"A1 must be [T, T] and A2 [S, S] (got {a1.shape}, {a2.shape})")
-    if tokens_BxT.ndim != 2 or tokens_BxT.shape[1] != t:
-        raise ValueError(f"tokens_BxT must have shape [B, {t}] to match A1 (got {tokens_BxT.shape})")
+    tokens_BxT = check_tokens(tokens_BxT, s, seq_len=t)
     x_BxTxS = jax.nn.one_hot(tokens_BxT, s, dtype=a1.dtype)
     v_BxTxS = jnp.einsum("jk,bks->bjs", reduced_layer1_attention(params), x_BxTxS)
     score_BxT = jnp.einsum("bs,st,bjt->bj", x_BxTxS[:, -1], a2, v_BxTxS)

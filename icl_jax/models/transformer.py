@@ -53,6 +53,7 @@ from flax import nnx
 
 from icl_jax.losses import cross_entropy_logits, targets
 from icl_jax.models.protocol import MeanLoss
+from icl_jax.models.tokens import check_tokens
 
 __all__ = ["Transformer", "fig8_transformer"]
 
@@ -101,6 +102,10 @@ class Transformer(MeanLoss):
       layernorm: pre-LN in every block plus a final LN before the readout.
       tied_readout: logits = x wteᵀ (not with disentangled positions or zero_readout).
       zero_scores, zero_mlp_out, zero_readout: zero-initialise A / q, the last MLP weight, W.
+
+    Tokens must be integer ids in [0, S−1] of shape ``[B, T]``: checked eagerly when concrete
+    (``ValueError``); inside ``jit`` the range check is skipped unless the call is wrapped by
+    :func:`icl_jax.models.checked` (see :mod:`icl_jax.models.tokens`).
     """
 
     vocab_size: int
@@ -208,9 +213,7 @@ class Transformer(MeanLoss):
 
     # ------------------------------------------------------------------ internals
     def _check_tokens(self, tokens_BxT: jax.Array) -> jax.Array:
-        if tokens_BxT.ndim != 2 or tokens_BxT.shape[1] != self.seq_len:
-            raise ValueError(f"tokens_BxT must have shape [B, {self.seq_len}] (got {tokens_BxT.shape})")
-        return tokens_BxT
+        return check_tokens(tokens_BxT, self.vocab_size, seq_len=self.seq_len)
 
     def _net(self, params: dict) -> _Net:
         """The module with ``params`` merged in (a fresh state; the cached one stays abstract)."""

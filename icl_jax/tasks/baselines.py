@@ -82,7 +82,7 @@ def tree_match(graph: CausalGraph, tokens_BxT, official: bool = False) -> jax.Ar
     ``official=True`` reproduces the official ``InContextTree.bayes`` wrap-around: a root's
     parent index −1 reads the last context token x_{T−2}, so when x_{T−2} equals the query
     every root is counted (docs/quirks.md#nichani-quirk-1)."""
-    dag = graph.dag_array()
+    dag = graph.dag_array
     t = tokens_BxT.shape[1]
     if len(dag) != t - 1:
         raise ValueError(f"tokens_BxT has {t} positions but the graph has {len(dag)} context nodes + query")

@@ -2,13 +2,18 @@
 
 A :class:`CausalGraph` lists, for every node (a sequence position, 0-based), the tuple of
 its parents. It is frozen and hashable, so it can sit in the static part of a task's
-pytree. Every constructor validates its arguments and raises ``ValueError`` naming the
-argument and the valid range.
+pytree, and it is the one graph type every function that takes a graph accepts (tasks,
+baselines, the theory). The other encodings convert to it: the official single-parent dag
+array (:func:`tree_from_dag_array`; a root is −1 or ``None``) and one parent list per node
+(:func:`graph_from_parent_lists`; a root is ``()`` or ``None``); both also pass a
+``CausalGraph`` through unchanged. Every constructor validates its arguments and raises
+``ValueError`` naming the argument and the valid range.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Sequence
 
 import jax
@@ -31,7 +36,8 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class CausalGraph:
-    """Parents of every node; ``parents[i]`` is a tuple of strictly earlier positions.
+    """Parents of every node; ``parents[i]`` is a tuple of strictly earlier positions
+    (``()`` or ``None`` for a root; stored as ``()``).
 
     Parent order matters where a kernel is indexed by the parent tuple (multi-parent
     DAGs): the first parent is the most significant digit of the kernel row.
@@ -40,7 +46,9 @@ class CausalGraph:
     parents: tuple[tuple[int, ...], ...]
 
     def __post_init__(self):
-        parents = tuple(tuple(int(p) for p in ps) for ps in self.parents)
+        if isinstance(self.parents, (str, bytes)) or not hasattr(self.parents, "__iter__"):
+            raise ValueError(f"parents must be a sequence with one parent tuple per node (got {self.parents!r})")
+        parents = tuple(_parent_tuple(i, ps) for i, ps in enumerate(self.parents))
         object.__setattr__(self, "parents", parents)
         if len(parents) == 0:
             raise ValueError("parents: a graph needs at least one node (got 0)")
@@ -72,8 +80,11 @@ class CausalGraph:
         docs/tasks.md#tree-task)."""
         return all(len(ps) <= 1 for ps in self.parents)
 
+    @property
     def dag_array(self) -> np.ndarray:
-        """The official single-parent encoding: parent index or −1 for roots."""
+        """The official single-parent encoding ``int32[num_nodes]``: parent index or −1 for
+        roots (a fresh array on every access). Raises ``ValueError`` for a graph with a node
+        of in-degree > 1."""
         if not self.is_tree:
             raise ValueError("dag_array: only defined for graphs with in-degree <= 1")
         return np.array([ps[0] if ps else -1 for ps in self.parents], np.int32)
@@ -90,15 +101,42 @@ class CausalGraph:
         return CausalGraph(tuple(ps[-1:] for ps in self.parents))
 
 
+def _index(name: str, value) -> int:
+    """An integer (Python or numpy; not bool or float), else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer (got {value!r})")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer (got {value!r})") from None
+
+
+def _parent_tuple(i: int, ps) -> tuple[int, ...]:
+    """Node i's parents as a tuple of ints (``None`` = a root)."""
+    if ps is None:
+        return ()
+    if isinstance(ps, (str, bytes)) or not hasattr(ps, "__iter__"):
+        raise ValueError(f"parents[{i}] must be a sequence of parent positions or None for a root (got {ps!r})")
+    return tuple(_index(f"parents[{i}] entry", p) for p in ps)
+
+
 def _check_length(name: str, n: int, minimum: int = 1) -> int:
     if int(n) != n or n < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum} (got {n!r})")
     return int(n)
 
 
-def tree_from_dag_array(dag: Sequence[int]) -> CausalGraph:
-    """Graph from the official encoding: ``dag[i]`` ∈ {−1, 0, …, i−1}, −1 = root."""
-    dag = [int(p) for p in dag]
+def tree_from_dag_array(dag: Sequence[int | None] | CausalGraph) -> CausalGraph:
+    """Graph from the official encoding: ``dag[i]`` ∈ {−1, 0, …, i−1}, −1 or ``None`` = root
+    (``[None, 0, 1]`` and ``[-1, 0, 1]`` are the same chain). A ``CausalGraph`` is returned
+    unchanged if it is a tree (``ValueError`` otherwise)."""
+    if isinstance(dag, CausalGraph):
+        if not dag.is_tree:
+            raise ValueError("dag: a CausalGraph with a node of in-degree > 1 is not a tree")
+        return dag
+    if isinstance(dag, (str, bytes)) or not hasattr(dag, "__iter__"):
+        raise ValueError(f"dag must be a sequence of parent indices (-1 or None = root) (got {dag!r})")
+    dag = [-1 if p is None else _index(f"dag[{i}]", p) for i, p in enumerate(dag)]
     for i, p in enumerate(dag):
         if not -1 <= p < i:
             raise ValueError(
@@ -169,9 +207,12 @@ def manual_graph() -> CausalGraph:
     return tree_from_dag_array([-1, 0, 0, 1, 2])
 
 
-def graph_from_parent_lists(parent_lists: Sequence[Sequence[int]]) -> CausalGraph:
-    """Multi-parent DAG from one parent list per node (the last node may be a target)."""
-    return CausalGraph(tuple(tuple(ps) for ps in parent_lists))
+def graph_from_parent_lists(parent_lists: Sequence[Sequence[int] | None] | CausalGraph) -> CausalGraph:
+    """Multi-parent DAG from one parent list per node (the last node may be a target); a
+    root is ``()`` or ``None``. A ``CausalGraph`` is returned unchanged."""
+    if isinstance(parent_lists, CausalGraph):
+        return parent_lists
+    return CausalGraph(parent_lists)
 
 
 def nichani_fig5_graph(seq_len: int = 32) -> CausalGraph:

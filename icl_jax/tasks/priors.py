@@ -222,7 +222,11 @@ def sample_log_gamma(key: jax.Array, alpha, shape, dtype=jnp.float32) -> jax.Arr
 @functools.partial(jax.jit, static_argnames=("shape", "log", "dtype"))
 def _dirichlet(key, alpha, shape, log, dtype):
     log_g = sample_log_gamma(key, alpha, shape, dtype)
-    return jax.nn.log_softmax(log_g, axis=-1) if log else jax.nn.softmax(log_g, axis=-1)
+    out = jax.nn.log_softmax(log_g, axis=-1) if log else jax.nn.softmax(log_g, axis=-1)
+    # mask again after normalising: XLA may fuse the NaN draws of a bad traced α into the
+    # softmax and return finite, even negative, "probabilities" (seen on CPU)
+    alpha = jnp.asarray(alpha, dtype)
+    return jnp.where(~(alpha > 0) | ~jnp.isfinite(alpha), jnp.nan, out)
 
 
 def sample_dirichlet(
@@ -233,6 +237,13 @@ def sample_dirichlet(
     Normalised Gamma(α) draws, normalised in log space (``log_softmax``), so rows keep
     their tiny entries relative to each other. ``log=True`` returns log-probabilities
     (exact where the probabilities underflow float32). Compiled; ``alpha`` may be traced.
+
+    A concrete α ≤ 0, NaN or ±inf raises ``ValueError`` naming ``alpha``. A traced α (a
+    vmapped sweep) cannot be checked eagerly: a bad one gives all-NaN rows (never a hang or
+    finite garbage). In a task this makes the soft labels NaN, so a soft-label loss is NaN
+    and the engine's non-finite check stops the run; tokens and hard labels drawn from NaN
+    rows are meaningless *finite* integers, so a hard-label loss does not turn NaN: validate
+    a swept α grid before tracing it (docs/tasks.md#dirichlet-sampling-in-log-space).
     """
     _check_alpha_value(alpha)
     if not isinstance(vocab_size, (int, np.integer)) or vocab_size < 2:

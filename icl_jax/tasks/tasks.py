@@ -1,7 +1,8 @@
 """The in-context tasks of both papers as frozen, validated, vmappable configs.
 
-Each task is a pytree whose only leaf is ``alpha`` (so α can be vmapped); the graph,
-vocabulary and options are static. ``task.sample(key, batch_size)`` returns a
+Each task is a pytree whose only leaf is ``alpha`` (so α can be vmapped; a concrete α is
+validated, a traced α ≤ 0 gives NaN kernels: :func:`~icl_jax.tasks.priors.sample_dirichlet`);
+the graph, vocabulary and options are static. ``task.sample(key, batch_size)`` returns a
 :class:`~icl_jax.tasks.sampling.Batch`; it is a pure function of the typed key, compiled
 once per static configuration and batch size.
 
@@ -60,7 +61,10 @@ def _check_choice(name, value, options):
 
 def _check_graph_task(task):
     if not isinstance(task.graph, CausalGraph):
-        raise ValueError(f"graph must be a CausalGraph (got {type(task.graph).__name__})")
+        raise ValueError(
+            f"graph must be a CausalGraph (got {type(task.graph).__name__}; convert a dag array with "
+            "tree_from_dag_array, parent lists with graph_from_parent_lists)"
+        )
     _check_vocab(task.vocab_size)
     _check_alpha_value(task.alpha)
 
@@ -128,7 +132,9 @@ class TreeTask(_TaskBase):
     Attributes:
       graph: in-degree <= 1 graph over context positions 0..T−2 (static).
       vocab_size: S >= 2 (static).
-      alpha: Dirichlet concentration > 0 (pytree leaf, may be vmapped).
+      alpha: Dirichlet concentration > 0 (pytree leaf, may be vmapped). A concrete α is
+        validated (``ValueError`` naming ``alpha``); a traced α ≤ 0 cannot be and yields NaN
+        kernels and NaN soft labels (see :func:`~icl_jax.tasks.priors.sample_dirichlet`).
     """
 
     graph: CausalGraph = dataclasses.field(metadata=dict(static=True))
@@ -170,22 +176,51 @@ def _prior_row_entropy(s, alpha) -> float:
     return float(digamma(s * alpha + 1.0) - digamma(alpha + 1.0))
 
 
+def _check_seq_len(seq_len, minimum: int = 2) -> None:
+    if not isinstance(seq_len, (int, np.integer)) or isinstance(seq_len, bool) or seq_len < minimum:
+        raise ValueError(f"seq_len must be an integer >= {minimum} (context plus query), got {seq_len!r}")
+
+
 def tree_task(
     graph: str | CausalGraph = "chain",
     *,
     vocab_size: int = 10,
-    seq_len: int = 20,
+    seq_len: int | None = None,
     alpha: float = 0.1,
     graph_seed: int = 0,
     root_prob: float = 0.5,
 ) -> TreeTask:
-    """A :class:`TreeTask` from a graph name (docs/tasks.md#graph-families): ``chain``, ``icl``,
-    ``random`` (official distribution, seeded by ``graph_seed``), ``fig9`` (root
-    probability ``root_prob``), ``manual`` (the official 5-node DAG, T = 6) or a graph."""
+    """A :class:`TreeTask` from a graph name (docs/tasks.md#graph-families) or a graph.
+
+    Args:
+      graph: ``"chain"``, ``"icl"``, ``"random"`` (official distribution, seeded by
+        ``graph_seed``), ``"fig9"`` (root probability ``root_prob``), ``"manual"`` (the
+        official 5-node DAG, T = 6), or a tree :class:`~icl_jax.tasks.graphs.CausalGraph`
+        over the T−1 context positions.
+      vocab_size: S.
+      seq_len: T (context plus query). ``None``: 20 for a named graph (6 for
+        ``"manual"``), num_nodes + 1 for an explicit graph. An explicit graph fixes T, so
+        a ``seq_len`` given with one must equal num_nodes + 1 (``ValueError`` otherwise);
+        so must a ``seq_len`` given with ``"manual"``.
+      alpha: Dirichlet concentration (see :class:`TreeTask`).
+      graph_seed, root_prob: options of the ``"random"`` and ``"fig9"`` generators.
+    """
+    if seq_len is not None:
+        _check_seq_len(seq_len)
     if isinstance(graph, CausalGraph):
+        if seq_len is not None and seq_len != graph.num_nodes + 1:
+            raise ValueError(
+                f"seq_len = {seq_len} conflicts with graph: seq_len must equal graph.num_nodes + 1 = "
+                f"{graph.num_nodes + 1} for an explicit graph with {graph.num_nodes} context nodes (or be None)"
+            )
         return TreeTask(graph, vocab_size, alpha)
-    if not isinstance(seq_len, (int, np.integer)) or seq_len < 2:
-        raise ValueError(f"seq_len must be an integer >= 2 (context plus query), got {seq_len!r}")
+    if not isinstance(graph, str):
+        raise ValueError(
+            f"graph must be a graph name or a CausalGraph (got {type(graph).__name__}; convert a dag array "
+            "with tree_from_dag_array)"
+        )
+    if seq_len is None:
+        seq_len = 6 if graph == "manual" else 20
     n = seq_len - 1
     builders = {
         "chain": lambda: _graphs.chain_graph(n),
@@ -231,7 +266,9 @@ class DAGTask(_TaskBase):
       vocab_size: S >= 2 (static).
       roots: ``"uniform"`` (paper intent, default) or ``"official"`` (one Dirichlet(α)
         vector per sequence shared by all roots: the official code's overwrite bug).
-      alpha: Dirichlet concentration (leaf).
+      alpha: Dirichlet concentration > 0 (pytree leaf, may be vmapped). A concrete α is
+        validated (``ValueError`` naming ``alpha``); a traced α ≤ 0 cannot be and yields NaN
+        kernels and NaN soft labels (see :func:`~icl_jax.tasks.priors.sample_dirichlet`).
     """
 
     graph: CausalGraph = dataclasses.field(metadata=dict(static=True))
@@ -284,13 +321,40 @@ class DAGTask(_TaskBase):
 
 
 def dag_task(
-    graph: str | CausalGraph = "fig5", *, vocab_size: int = 5, seq_len: int = 32, alpha: float = 0.1, roots="uniform"
+    graph: str | CausalGraph = "fig5",
+    *,
+    vocab_size: int = 5,
+    seq_len: int | None = None,
+    alpha: float = 0.1,
+    roots="uniform",
 ) -> DAGTask:
-    """A :class:`DAGTask`; ``graph="fig5"`` is the official multi-parent graph."""
+    """A :class:`DAGTask` (docs/tasks.md#multi-parent-dag-task).
+
+    Args:
+      graph: ``"fig5"`` (the official multi-parent graph) or a
+        :class:`~icl_jax.tasks.graphs.CausalGraph` with T+1 nodes, the target last.
+      vocab_size: S.
+      seq_len: T, the number of input tokens. ``None``: 32 for ``"fig5"``, num_nodes − 1
+        for an explicit graph; a ``seq_len`` given with an explicit graph must equal
+        num_nodes − 1 (``ValueError`` otherwise).
+      alpha, roots: see :class:`DAGTask`.
+    """
     if isinstance(graph, CausalGraph):
+        if seq_len is not None:
+            _check_seq_len(seq_len, 1)
+            if seq_len != graph.num_nodes - 1:
+                raise ValueError(
+                    f"seq_len = {seq_len} conflicts with graph: seq_len must equal graph.num_nodes − 1 = "
+                    f"{graph.num_nodes - 1} for an explicit graph with {graph.num_nodes} nodes (inputs + target; or be None)"
+                )
         return DAGTask(graph, vocab_size, roots, alpha)
+    if not isinstance(graph, str):
+        raise ValueError(
+            f"graph must be 'fig5' or a CausalGraph (got {type(graph).__name__}; convert parent lists "
+            "with graph_from_parent_lists)"
+        )
     _check_choice("graph", graph, ("fig5",))
-    return DAGTask(_graphs.nichani_fig5_graph(seq_len), vocab_size, roots, alpha)
+    return DAGTask(_graphs.nichani_fig5_graph(32 if seq_len is None else seq_len), vocab_size, roots, alpha)
 
 
 # ------------------------------------------------------------------------------- n-gram
@@ -333,7 +397,9 @@ class NGramTask(_TaskBase):
         (the window's stationary law, as the theory assumes).
       query: ``"natural"`` (x_L from the chain) or ``"uniform"`` (x_L re-drawn uniformly,
         the bigram job of the official code).
-      alpha: Dirichlet concentration (leaf).
+      alpha: Dirichlet concentration > 0 (pytree leaf, may be vmapped). A concrete α is
+        validated (``ValueError`` naming ``alpha``); a traced α ≤ 0 cannot be and yields NaN
+        kernels and NaN soft labels (see :func:`~icl_jax.tasks.priors.sample_dirichlet`).
     """
 
     vocab_size: int = dataclasses.field(metadata=dict(static=True))

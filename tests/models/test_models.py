@@ -385,7 +385,7 @@ def test_reference_construction_hand_made():
 @pytest.mark.parametrize("graph", ["chain", "random"])
 def test_reference_construction_sampled(graph):
     s = 4
-    dag = icl_jax.tree_task(graph, vocab_size=s, seq_len=12).graph.dag_array()
+    dag = icl_jax.tree_task(graph, vocab_size=s, seq_len=12).graph.dag_array
     tokens = np.asarray(_np_tree_batch(23, dag, s, 96).tokens_BxT)
     _, n = _count_estimator(dag, tokens, s)
     tokens = tokens[n > 0][:32]

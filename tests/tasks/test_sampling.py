@@ -33,7 +33,7 @@ class _Draw:
 
 def _reference_tree(task, kernels, u):
     """The tree task (docs/tasks.md#tree-task) step by step for one sequence."""
-    dag, s, pi = task.graph.dag_array(), task.vocab_size, kernels["pi"]
+    dag, s, pi = task.graph.dag_array, task.vocab_size, kernels["pi"]
     mu = np.asarray(stationary_distribution(jnp.asarray(pi)), np.float64)
     draw, x = _Draw(u), []
     for i, p in enumerate(dag):

@@ -63,3 +63,28 @@ def test_invalid_configurations_raise(make, match):
 def test_invalid_batch_size():
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         tree_task("chain").sample(jax.random.key(0), 0)
+
+
+def test_alpha_eager_raises_traced_gives_nan_kernels():
+    """A concrete α <= 0 raises naming ``alpha`` in every task; a traced one cannot be checked
+    and gives all-NaN kernels, hence NaN soft labels (never finite garbage)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from icl_jax.tasks.priors import sample_dirichlet
+
+    for make in (
+        lambda a: TreeTask(chain_graph(3), 3, a),
+        lambda a: DAGTask(graph_from_parent_lists([[], [0], [0, 1]]), 3, alpha=a),
+        lambda a: NGramTask(3, 4, (1,), alpha=a),
+        lambda a: chen_bigram_task(alpha=a),
+        lambda a: sample_dirichlet(jax.random.key(0), a, (2,), 3),
+    ):
+        for a in (0, -0.5, np.float32(0.0)):
+            with pytest.raises(ValueError, match="alpha must be a finite scalar > 0"):
+                make(a)
+    pi = jax.vmap(lambda a: sample_dirichlet(jax.random.key(0), a, (2,), 3))(jnp.array([0.5, 0.0, -1.0]))
+    assert np.all(np.isfinite(pi[0])) and np.all(np.isnan(pi[1:]))
+    task = tree_task(chain_graph(3), vocab_size=3, alpha=0.5)
+    labels = jax.jit(lambda a: task.replace(alpha=a).sample(jax.random.key(0), 4).label_probs_BxS)(jnp.float32(-1.0))
+    assert np.all(np.isnan(labels))

@@ -242,7 +242,7 @@ def test_dpi_on_random_trees(seed):
     (docs/nichani-theory.md#special-values-and-the-dpi-argument); under the prior the population
     −gradient's argmax over k ≤ i (self included) is the parent."""
     task = icl_jax.tree_task("random", vocab_size=4, seq_len=8, alpha=0.1, graph_seed=seed)
-    dag = task.graph.dag_array()
+    dag = task.graph.dag_array
     kernels = _dirichlet_kernels(np.random.default_rng(seed), 0.1, (300, 4), 4)
     for pi in kernels[:10]:
         pi = jnp.asarray(pi)

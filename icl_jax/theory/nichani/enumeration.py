@@ -45,7 +45,7 @@ def enumerate_sequences(task, pi_SxS, labels: str = "soft") -> tuple[Batch, jax.
             f"exact enumeration needs vocab_size**{width} = {s}**{width} = {total} rows "
             f"(S = {s}, T = {t}, labels={labels!r}); at most {MAX_ENUMERATION} are supported"
         )
-    return _enumerate(s, labels, jnp.asarray(graph.dag_array()), _float(pi_SxS))
+    return _enumerate(s, labels, jnp.asarray(graph.dag_array), _float(pi_SxS))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -72,7 +72,7 @@ def _enumerate(s: int, labels: str, dag, pi):
 def exact_population_loss(params: dict, task, pi_SxS, eps: float = DEFAULT_EPS, labels: str = "soft") -> jax.Array:
     """E_x[loss] of the reduced model for one fixed π by exact enumeration (no sampling)."""
     enumerate_sequences(task, pi_SxS, labels)  # validation (sizes, labels)
-    dag = jnp.asarray(_as_graph(task).dag_array())
+    dag = jnp.asarray(_as_graph(task).dag_array)
     return _exact_loss(task.vocab_size, labels, dag, params, _float(pi_SxS), eps)
 
 
@@ -95,5 +95,5 @@ def exact_population_gradient(task, pi_SxS, beta0: float, eps: float = DEFAULT_E
     _check_beta0(beta0)
     _check_eps(eps)
     enumerate_sequences(task, pi_SxS, labels)  # validation (sizes, labels)
-    dag = jnp.asarray(_as_graph(task).dag_array())
+    dag = jnp.asarray(_as_graph(task).dag_array)
     return _exact_grad(task.vocab_size, labels, dag, _float(pi_SxS), beta0, eps)

@@ -40,7 +40,7 @@ def tree_pair_structure(graph_or_task) -> dict[str, np.ndarray]:
     graph = _as_graph(graph_or_task)
     n = graph.num_nodes
     t = n + 1
-    dag = graph.dag_array()
+    dag = graph.dag_array
     ancestors = []  # node -> {ancestor: distance}, itself at distance 0
     for i in range(n):
         chain = {i: 0}
@@ -245,7 +245,7 @@ def argmax_recovery(grad_TxT, graph_or_task) -> float:
     rows = _context_rows(graph)
     if rows.size == 0:
         return float("nan")
-    dag = graph.dag_array()
+    dag = graph.dag_array
     return float(np.mean(np.argmax(neg[rows], axis=1) == dag[rows]))
 
 

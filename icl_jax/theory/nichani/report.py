@@ -80,7 +80,7 @@ def nichani_gradient_report(
             raise ValueError(f"{name} must be an integer >= {lo} (got {v!r})")
     graph = _as_graph(task)
     s, t = task.vocab_size, task.seq_len
-    dag = graph.dag_array()
+    dag = graph.dag_array
     start = time.perf_counter()
     with jax.enable_x64(True):
         k_kernels, k_tokens = jax.random.split(jax.random.key(seed))
