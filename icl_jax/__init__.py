@@ -56,3 +56,12 @@ from icl_jax.tasks.tasks import (
 )
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # ``icl_jax.load_run`` without importing the experiments (and matplotlib) at ``import icl_jax``
+    if name in ("load_run", "LoadedRun"):
+        from icl_jax.experiments import loading
+
+        return getattr(loading, name)
+    raise AttributeError(f"module 'icl_jax' has no attribute {name!r}")

@@ -1,7 +1,8 @@
-"""``icl-jax`` command line: list, run, reproduce, baselines, theory.
+"""``icl-jax`` command line: list, run, resume, reproduce, baselines, theory.
 
-Errors in arguments are reported as one line ``icl-jax: error: ...`` with exit code 2,
-never a traceback."""
+Errors — a bad argument, an invalid configuration, a diverging run — are reported as one
+line ``icl-jax: error: ...`` (exit code 2; 1 for a diverging run) naming the argument, or the
+step, run and checkpoint; ``--debug`` shows the traceback instead (docs/experiments.md#errors)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,23 @@ def _int_list(text: str) -> list[int]:
         raise ValueError(f"expected comma-separated integers (got {text!r})") from None
 
 
+def _dag_list(text: str) -> list[int]:
+    """An official parent array: comma-separated parents, -1 / r / none for a root."""
+    out = []
+    for v in text.split(","):
+        v = v.strip()
+        if not v:
+            continue
+        if v.lower() in ("r", "none", "root"):
+            out.append(-1)
+            continue
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise ValueError(f"--dag: expected comma-separated parents (-1 or r for a root), got {text!r}") from None
+    return out
+
+
 def _parent_lists(text: str) -> list[list[int]]:
     """'r;r;0;0,1' → [[], [], [0], [0, 1]] (one ';'-separated entry per node, 'r' = root)."""
     out = []
@@ -35,7 +53,7 @@ def _build_task(args):
 
     if args.task == "tree":
         if args.dag is not None:
-            return TreeTask(graphs.tree_from_dag_array(_int_list(args.dag)), args.vocab_size, args.alpha)
+            return TreeTask(graphs.tree_from_dag_array(_dag_list(args.dag)), args.vocab_size, args.alpha)
         return tree_task(
             args.graph,
             vocab_size=args.vocab_size,
@@ -61,7 +79,7 @@ def _task_config(task) -> dict:
     elif isinstance(task, DAGTask):
         cfg.update(parents=[list(p) for p in task.graph.parents], roots=task.roots)
     else:
-        cfg["dag"] = task.graph.dag_array().tolist()
+        cfg["dag"] = task.graph.dag_array.tolist()
     return cfg
 
 
@@ -109,13 +127,55 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _show_config(exp, preset: str, config) -> None:
+    official = exp.official.to_dict()
+    values = config.to_dict()
+    print(f"{exp.name}: {preset} preset ({type(config).__name__}); * = differs from the official preset")
+    rows = [(r["key"] + ("*" if values[r["key"]] != official[r["key"]] else ""), json.dumps(values[r["key"]]), r["type"],
+             r["help"]) for r in config.describe()]
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    print(f"{'key':<{w[0]}}  {'value':<{w[1]}}  {'type':<{w[2]}}  meaning")
+    for key, value, tp, help_ in rows:
+        print(f"{key:<{w[0]}}  {value:<{w[1]}}  {tp:<{w[2]}}  {help_}")
+
+
+def _print_headline(name: str, out, metrics: dict, summary: list) -> None:
+    print(f"{name}: done in {metrics['wall_seconds']:.1f} s; results in {out}")
+    width = max((len(label) for label, _ in summary), default=0)
+    for label, value in summary:
+        print(f"  {label:<{width}}  {value}")
+
+
+def _mode(args) -> str:
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    return "resume" if args.resume else "overwrite" if args.overwrite else "new"
+
+
 def cmd_run(args) -> int:
-    from icl_jax.experiments import get_experiment, parse_overrides, run_experiment
+    from icl_jax.experiments import get_experiment, run_experiment
 
     exp = get_experiment(args.name)
-    overrides = parse_overrides(args.set or [], exp.defaults)
-    metrics = run_experiment(args.name, args.out, quick=args.quick, seeds=args.seeds, overrides=overrides)
-    print(json.dumps({"experiment": args.name, "out": str(args.out), "wall_seconds": metrics["wall_seconds"]}))
+    preset = "quick" if args.quick else "official"
+    overrides = {}
+    if args.seeds is not None:
+        overrides["seeds"] = args.seeds
+    config = exp.config(preset, overrides, args.set or ())
+    if args.show_config:
+        _show_config(exp, preset, config)
+        return 0
+    if args.out is None:
+        raise ValueError("run: --out DIR is required (or pass --show-config)")
+    metrics = run_experiment(args.name, args.out, config, preset=preset, mode=_mode(args), progress=sys.stderr.isatty())
+    _print_headline(args.name, args.out, metrics, exp.summary(metrics))
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from icl_jax.experiments import get_experiment, resume_experiment
+
+    name, metrics = resume_experiment(args.dir, progress=sys.stderr.isatty())
+    _print_headline(name, args.dir, metrics, get_experiment(name).summary(metrics))
     return 0
 
 
@@ -124,11 +184,16 @@ def cmd_reproduce(args) -> int:
 
     if args.quick == args.full:
         raise ValueError("reproduce needs exactly one of --quick (CPU, minutes) or --full (GPU)")
+    mode = _mode(args)
+    preset = "quick" if args.quick else "official"
     out = Path(args.out)
+    experiments = list_experiments()
+    for exp in experiments:  # every config is checked before the first run starts
+        exp.check(exp.preset(preset))
     lines = ["# icl-jax reproduce " + ("--quick" if args.quick else "--full"), "", "| experiment | quantity | value |", "|---|---|---|"]
-    for exp in list_experiments():
+    for exp in experiments:
         print(f"[reproduce] {exp.name} ...", file=sys.stderr, flush=True)
-        metrics = run_experiment(exp.name, out / exp.name, quick=args.quick)
+        metrics = run_experiment(exp.name, out / exp.name, preset=preset, mode=mode, progress=sys.stderr.isatty())
         for label, value in exp.summary(metrics):
             lines.append(f"| {exp.name} | {label} | {value} |")
         lines.append(f"| {exp.name} | wall time (s) | {metrics['wall_seconds']:.1f} |")
@@ -141,9 +206,18 @@ def cmd_theory_nichani_gradient(args) -> int:
     from icl_jax.tasks.tasks import tree_task
     from icl_jax.theory.nichani import nichani_gradient_report
 
-    seq_len = args.seq_len if args.seq_len is not None else (6 if args.graph == "manual" else 20)
+    from icl_jax.tasks.graphs import tree_from_dag_array
+
+    if args.dag is not None:
+        graph = tree_from_dag_array(_dag_list(args.dag))
+        if args.seq_len is not None and args.seq_len != graph.num_nodes + 1:
+            raise ValueError(f"--seq-len {args.seq_len} conflicts with --dag ({graph.num_nodes} nodes: T = {graph.num_nodes + 1})")
+        seq_len, args.graph = graph.num_nodes + 1, "dag"
+    else:
+        graph = args.graph
+        seq_len = args.seq_len if args.seq_len is not None else (6 if args.graph == "manual" else 20)
     task = tree_task(
-        args.graph,
+        graph,
         vocab_size=args.vocab_size,
         seq_len=seq_len,
         alpha=args.alpha,
@@ -194,11 +268,15 @@ def cmd_theory_nichani_gradient(args) -> int:
 
 
 def cmd_theory_chen_selection(args) -> int:
+    import warnings
+
     from icl_jax.theory.chen import chen_selection_report
 
-    report = chen_selection_report(
-        args.vocab_size, args.parents, args.heads, args.max_degree, args.alpha, draws=args.draws, seed=args.seed
-    )
+    with warnings.catch_warnings():  # the report's warnings are printed below (and kept in --json)
+        warnings.simplefilter("ignore")
+        report = chen_selection_report(
+            args.vocab_size, args.parents, args.heads, args.max_degree, args.alpha, draws=args.draws, seed=args.seed
+        )
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -220,11 +298,14 @@ def cmd_theory_chen_selection(args) -> int:
           f"{report['gap']:.4f} +- {report['gap_se']:.4f}")
     ties = ", ".join("{" + ",".join(map(str, s)) + "}" for s in report["chi2_maximisers"])
     print(f"argmax of the standard chi2: {ties}")
+    for warning in report.get("warnings", ()):
+        print(f"warning: {warning}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="icl-jax", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("baselines", help="Monte-Carlo loss of every reference predictor")
@@ -250,16 +331,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run one registered experiment")
     r.add_argument("name")
-    r.add_argument("--quick", action="store_true")
-    r.add_argument("--seeds", type=int, default=None)
-    r.add_argument("--set", action="append", metavar="KEY=VALUE")
-    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--quick", action="store_true", help="the quick preset (CPU minutes) instead of the official recipe")
+    r.add_argument("--seeds", type=int, default=None, help="shorthand for --set seeds=N")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (see --show-config)")
+    r.add_argument("--out", type=Path, default=None, help="run folder (must be empty unless --resume / --overwrite)")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    r.add_argument("--overwrite", action="store_true", help="delete the run in --out and start again")
+    r.add_argument("--show-config", action="store_true", help="print every config key with its value, type and meaning")
     r.set_defaults(func=cmd_run)
+
+    rs = sub.add_parser("resume", help="continue a killed run from its checkpoint, with the config stored in DIR")
+    rs.add_argument("dir", type=Path)
+    rs.set_defaults(func=cmd_resume)
 
     q = sub.add_parser("reproduce", help="run every registered experiment; figures + summary.md")
     q.add_argument("--quick", action="store_true", help="CPU-sized versions (minutes)")
     q.add_argument("--full", action="store_true", help="paper-sized versions (GPU)")
     q.add_argument("--out", type=Path, default=Path("figures"))
+    q.add_argument("--resume", action="store_true", help="continue the runs already in --out")
+    q.add_argument("--overwrite", action="store_true", help="replace the runs already in --out")
     q.set_defaults(func=cmd_reproduce)
 
     th = sub.add_parser("theory", help="numerical checks of the papers' theory")
@@ -269,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Nichani et al.: layer-1 gradient at init, autodiff vs first-order vs chi2 population form",
     )
     ng.add_argument("--graph", choices=["chain", "icl", "random", "fig9", "manual"], default="chain")
+    ng.add_argument("--dag", default=None, help="explicit parent array (overrides --graph), e.g. --dag=-1,0,0,1,2 (r = root)")
     ng.add_argument("--graph-seed", type=int, default=0)
     ng.add_argument("--root-prob", type=float, default=0.5, help="fig9 root probability p")
     ng.add_argument("--vocab-size", type=int, default=10)
@@ -315,10 +406,14 @@ def main(argv=None) -> int:
         args.vocab_size = s if args.vocab_size is None else args.vocab_size
         if args.seq_len is None:
             args.seq_len = 6 if args.graph == "manual" and args.task == "tree" else t
+    from icl_jax.engine import NonFiniteLossError
+
     try:
         return args.func(args)
-    except ValueError as err:
-        parser.exit(2, f"icl-jax: error: {err}\n")
+    except (ValueError, NonFiniteLossError) as err:
+        if args.debug:
+            raise
+        parser.exit(1 if isinstance(err, NonFiniteLossError) else 2, f"icl-jax: error: {err}\n")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Shared body of the per-figure scripts: run registered experiments, one sub-folder each.
 
-``python scripts/<figure>.py [--quick] [--out DIR] [--seeds N] [--set key=value ...]``: every
-argument but ``--out`` is passed to ``icl-jax run``; results go to ``DIR/<experiment>``
-(default ``figures/<experiment>``)."""
+``python scripts/<figure>.py [--quick] [--out DIR] [--seeds N] [--set key=value ...] [--resume | --overwrite]``:
+every argument but ``--out`` is passed to ``icl-jax run``; results go to ``DIR/<experiment>``
+(default ``figures/<experiment>``; an existing run there is refused unless ``--resume`` or
+``--overwrite``)."""
 
 from icl_jax.cli import main
 

@@ -43,7 +43,7 @@ def test_baselines_json_other_tasks(capsys, args):
         (["run", "no-such-experiment", "--out", "x"], "unknown experiment"),
         (["run", "data-baselines", "--set", "nope=1", "--out", "x"], "unknown key"),
         (["reproduce"], "exactly one of --quick"),
-        (["baselines", "--dag=-1,x"], "expected comma-separated integers"),
+        (["baselines", "--dag=-1,x"], "--dag: expected comma-separated parents"),
         (["baselines", "--task", "dag", "--parent-lists", "r;0;r"], "must have at least one parent"),
     ],
 )
@@ -66,7 +66,11 @@ def test_list_and_run_data_experiment(tmp_path, capsys):
                  "--set", "dag_vocab_size=3", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
-    assert config["samples"] == 2048 and config["quick"] is True
-    assert config["vocab_size"] == 5 and config["dag_vocab_size"] == 3
+    assert config["experiment"] == "data-baselines" and config["preset"] == "quick"
+    assert config["config"]["samples"] == 2048
+    assert config["config"]["vocab_size"] == 5 and config["config"]["dag_vocab_size"] == 3
     assert metrics["marginal_max_abs_error"] < 0.1
-    assert (out / "data_marginals.png").stat().st_size > 0 and (out / "data_baselines.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "data-baselines: done in" in printed and "max abs(marginal − μ_π)" in printed  # headline rows
+    assert (out / "data-baselines_marginals.png").stat().st_size > 0
+    assert (out / "data-baselines_baselines.png").stat().st_size > 0

@@ -106,3 +106,22 @@ def test_chen_selection_errors(capsys, extra, message):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("icl-jax: error: ") and message in err and err.count("\n") == 1
+
+
+def test_nichani_gradient_takes_an_explicit_dag(capsys):
+    """``--dag`` as in ``baselines``: any tree, -1 or r for a root; T follows from the graph and a
+    conflicting --seq-len is an error."""
+    args = ["theory", "nichani-gradient", "--vocab-size", "3", "--alpha", "0.5", "--samples", "2048", "--draws", "64"]
+    assert main([*args, "--dag=r,0,0,1,2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["parents"] == [-1, 0, 0, 1, 2] and out["config"]["seq_len"] == 6 and out["config"]["graph"] == "dag"
+    assert out["argmax_recovery_first_order"] == 1.0  # every non-root row points at its parent
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--dag=-1,0,1", "--seq-len", "9"])
+    assert exc.value.code == 2 and "conflicts with --dag" in capsys.readouterr().err
+
+
+def test_chen_selection_warns_about_parents_no_head_copies(capsys):
+    assert main(["theory", "chen-selection", "--parents", "1,5", "--heads", "3", "--draws", "64", "--vocab-size", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "warning:" in text and "5" in text.split("warning:")[1]

@@ -130,7 +130,7 @@ def _fingerprint(program: Program, layout: RunLayout, config: Mapping | None) ->
 
 
 def _check_finite(losses: np.ndarray, params_finite: np.ndarray, chunk_start: int, n_steps: int,
-                  layout: RunLayout, last_ckpt: str | None):
+                  layout: RunLayout, last_ckpt: str | None, checkpointing: bool = False):
     """Raise NonFiniteLossError for the earliest non-finite loss, or for parameters that became
     non-finite in the chunk's last update (whose loss is never computed)."""
     finite = np.isfinite(losses)
@@ -151,7 +151,10 @@ def _check_finite(losses: np.ndarray, params_finite: np.ndarray, chunk_start: in
         run_idx = int(np.argmin(params_finite))
         what, step = "non-finite parameters", chunk_start + n_steps
     run = layout.describe_run(int(run_idx))
-    where = f"last finite checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written (pass out_dir=...)"
+    if last_ckpt:
+        where = f"last finite checkpoint: {last_ckpt}"
+    else:
+        where = "no checkpoint had been written yet" if checkpointing else "no checkpoint was written (pass out_dir=...)"
     raise NonFiniteLossError(f"{what} at step {step} for run {run}; training stopped, {where}",
                              step=step, run=run, checkpoint=last_ckpt)
 
@@ -239,7 +242,8 @@ def execute(
             chunk_losses = np.asarray(chunk_losses)
             chunk_losses = chunk_losses.astype(np.promote_types(chunk_losses.dtype, np.float32))
             n_steps = n_records * program.record_every + tail
-            _check_finite(chunk_losses, np.asarray(params_finite), steps_done, n_steps, layout, last_ckpt)
+            _check_finite(chunk_losses, np.asarray(params_finite), steps_done, n_steps, layout, last_ckpt,
+                          checkpointing=ckpt_path is not None)
             losses.append(chunk_losses)
             records.append(jax.tree.map(np.asarray, chunk_records))
             steps_done += n_steps

@@ -18,12 +18,12 @@ TEST_STREAM = 10_000_019  # fold_in index of the test set: independent of every 
 
 
 def _seeds(config) -> list[int]:
-    return [config["seed"] + i for i in range(config["seeds"])]
+    return [config.seed + i for i in range(config.seeds)]
 
 
 def _test_set(task, config, size=None) -> Batch:
-    key = jax.random.fold_in(jax.random.key(config["seed"]), TEST_STREAM)
-    return task.sample(key, size or config["test_size"])
+    key = jax.random.fold_in(jax.random.key(config.seed), TEST_STREAM)
+    return task.sample(key, size or config.test_size)
 
 
 def _loss_stat(values) -> dict:

@@ -8,35 +8,61 @@ with standard errors and the closed-form oracle ψ(Sα+1) − ψ(α+1)
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from icl_jax.analysis.plots import plot_baseline_losses, plot_marginals
-from icl_jax.experiments.registry import Experiment, register
+from icl_jax.experiments.config import ExperimentConfig, option
+from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
 from icl_jax.tasks.baselines import estimate_baseline_losses
 from icl_jax.tasks.priors import sample_dirichlet, stationary_distribution
 from icl_jax.tasks.tasks import NGramTask, dag_task, tree_task
 
-DEFAULTS = {
-    "seed": 0,
-    "samples": 65536,
-    "vocab_size": 10,
-    "seq_len": 20,
-    "alpha": 0.1,
-    "dag_vocab_size": 5,
-    "dag_seq_len": 32,
-    "ngram_vocab_size": 3,
-    "ngram_seq_len": 100,
-    "ngram_parents": [1, 2],
-}
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(ExperimentConfig):
+    """The sampler check and the baseline table (no training)."""
+
+    title_fields = {"samples": "samples"}
+
+    samples: int = option(65536, "sequences per Monte-Carlo estimate", min=2)
+    vocab_size: int = option(10, "S of the chain (tree) task", min=2)
+    seq_len: int = option(20, "T of the chain task, query included", min=2)
+    alpha: float = option(0.1, "Dirichlet concentration α of every task", gt=0)
+    dag_vocab_size: int = option(5, "S of the Fig. 5 DAG task", min=2)
+    dag_seq_len: int = option(32, "T of the Fig. 5 DAG task", min=2)
+    ngram_vocab_size: int = option(3, "d of the n-gram task", min=2)
+    ngram_seq_len: int = option(100, "L of the n-gram task", min=2)
+    ngram_parents: tuple[int, ...] = option((1, 2), "parent offsets of the n-gram task", min=1)
 
 
-def _marginals(config, key):
-    task = tree_task("chain", vocab_size=config["vocab_size"], seq_len=config["seq_len"], alpha=config["alpha"])
-    s, n = task.vocab_size, config["samples"]
+OFFICIAL = DataConfig()
+QUICK = OFFICIAL.replace(samples=16384)
+
+
+def _tasks(config: DataConfig) -> dict:
+    return {
+        f"tree chain S={config.vocab_size} T={config.seq_len}": tree_task(
+            "chain", vocab_size=config.vocab_size, seq_len=config.seq_len, alpha=config.alpha),
+        f"dag fig5 S={config.dag_vocab_size} T={config.dag_seq_len}": dag_task(
+            vocab_size=config.dag_vocab_size, seq_len=config.dag_seq_len, alpha=config.alpha),
+        f"n-gram d={config.ngram_vocab_size} L={config.ngram_seq_len} parents {config.ngram_parents}": NGramTask(
+            config.ngram_vocab_size, config.ngram_seq_len, config.ngram_parents, alpha=config.alpha),
+    }
+
+
+def build(config: DataConfig) -> Setup:
+    """Every task is built (and so validated) before anything runs; the chain task is the
+    one whose marginals are checked."""
+    return Setup(tuple(_tasks(config).values()), None)
+
+
+def _marginals(config: DataConfig, key):
+    task = tree_task("chain", vocab_size=config.vocab_size, seq_len=config.seq_len, alpha=config.alpha)
+    s, n = task.vocab_size, config.samples
     pi = sample_dirichlet(jax.random.fold_in(key, 0), task.alpha, (1, s), s)
     mu = np.asarray(stationary_distribution(pi))[0]
     batch = jax.jit(task.sample_with_kernels)(jax.random.fold_in(key, 1), {"pi": jnp.broadcast_to(pi, (n, s, s))})
@@ -62,30 +88,23 @@ def _marginals(config, key):
     }
 
 
-def run(config: dict, out: Path, progress: bool = True) -> dict:
-    key = jax.random.key(config["seed"])
+def run(config: DataConfig, ctx: RunContext) -> dict:
+    key = jax.random.key(config.seed)
     tree, mu, freq, metrics = _marginals(config, jax.random.fold_in(key, 0))
     plot_marginals(
-        out / "data_marginals.png",
+        ctx.figure("marginals"),
         mu,
         freq,
-        f"chain task, one fixed π (S={tree.vocab_size}, α={tree.alpha}): every position ~ μ_π "
-        f"(max |error| {metrics['marginal_max_abs_error']:.4f}, n={config['samples']})",
+        ctx.title(f"chain task, one fixed π (S={tree.vocab_size}, α={tree.alpha:g}): every position ~ μ_π "
+                  f"(max |error| {metrics['marginal_max_abs_error']:.4f})"),
+        formats=ctx.formats,
     )
-    tasks = {
-        f"tree chain S={config['vocab_size']} T={config['seq_len']}": tree,
-        f"dag fig5 S={config['dag_vocab_size']} T={config['dag_seq_len']}": dag_task(
-            vocab_size=config["dag_vocab_size"], seq_len=config["dag_seq_len"], alpha=config["alpha"]
-        ),
-        f"n-gram d={config['ngram_vocab_size']} L={config['ngram_seq_len']} parents {tuple(config['ngram_parents'])}": NGramTask(
-            config["ngram_vocab_size"], config["ngram_seq_len"], tuple(config["ngram_parents"]), alpha=config["alpha"]
-        ),
-    }
     panels, reference = {}, {}
-    for i, (title, task) in enumerate(tasks.items()):
-        panels[title] = estimate_baseline_losses(task, jax.random.fold_in(key, 10 + i), config["samples"], progress=progress)
+    for i, (title, task) in enumerate(_tasks(config).items()):
+        panels[title] = estimate_baseline_losses(task, jax.random.fold_in(key, 10 + i), config.samples,
+                                                 progress=ctx.progress)
         reference[title] = task.oracle_closed_form()
-    plot_baseline_losses(out / "data_baselines.png", panels, reference)
+    plot_baseline_losses(ctx.figure("baselines"), panels, reference, formats=ctx.formats)
     metrics["baselines"] = panels
     metrics["oracle_closed_form"] = reference
     return metrics
@@ -109,9 +128,10 @@ register(
     Experiment(
         name="data-baselines",
         description="sampler marginals vs the stationary law; every baseline's loss on the three tasks",
-        defaults=DEFAULTS,
-        quick={"samples": 16384},
+        official=OFFICIAL,
+        quick=QUICK,
         run=run,
+        build=build,
         summary=summary,
     )
 )

@@ -1,19 +1,93 @@
-"""Experiment registry: named (config, run) pairs behind ``icl-jax run`` / ``reproduce``.
+"""Experiment registry: named experiments behind ``icl-jax run`` / ``resume`` / ``reproduce``
+(``docs/experiments.md``).
 
-An experiment's config is a flat dict of JSON scalars/lists. ``--quick`` applies the
-experiment's quick overrides (CPU, minutes), ``--seeds N`` sets ``seeds``, and
-``--set key=value`` overrides any key, parsed to the type of its default.
+An :class:`Experiment` has two presets of its typed config (``official``: the paper's
+recipe; ``quick``: CPU minutes), a ``build(config)`` that makes its task and model (cheap,
+host-side: this is where a configuration that only a model, a task or the theory would
+reject fails), and ``run(config, ctx)``, which trains, writes figures through its
+:class:`RunContext` and returns the metrics (a JSON dict).
+
+:func:`run_experiment` validates the whole configuration — fields, cross-field rules and
+``build`` — before anything is compiled or written, and never replaces results silently:
+a non-empty output folder is refused unless ``mode="resume"`` (continue from its
+checkpoint; only computation-relevant fields must match) or ``mode="overwrite"``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, Literal, NamedTuple
 
-__all__ = ["Experiment", "register", "get_experiment", "list_experiments", "parse_overrides", "run_experiment"]
+from icl_jax.experiments.config import ExperimentConfig
+
+__all__ = [
+    "Experiment",
+    "RunContext",
+    "Setup",
+    "register",
+    "get_experiment",
+    "list_experiments",
+    "run_experiment",
+    "resume_experiment",
+    "read_run_config",
+    "RUN_MODES",
+]
+
+RUN_MODES = ("new", "resume", "overwrite")
+CONFIG_FILE = "config.json"
+
+
+class Setup(NamedTuple):
+    """What an experiment's ``build`` returns: its task and model (either may be None, e.g.
+    for the data checks; Fig. 9 has one task per graph, a tuple)."""
+
+    task: Any
+    model: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """Where and how one run writes: its folder, figure names and formats, titles.
+
+    Figures are named ``<experiment>_<kind>.png`` (plus a vector copy when the config's
+    ``figure_format`` is pdf or svg); titles end with the run's settings line."""
+
+    name: str
+    out: Path
+    preset: str
+    config: ExperimentConfig
+    resume: bool = False
+    progress: bool = True
+
+    @property
+    def run_dir(self) -> Path:
+        """The engine's run folder (checkpoint, params.npz, trajectory.npz)."""
+        return self.out / "run"
+
+    def figure(self, kind: str) -> Path:
+        return self.out / f"{self.name}_{kind}.png"
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        fmt = self.config.figure_format
+        return () if fmt == "png" else (fmt,)
+
+    @property
+    def settings(self) -> str:
+        return self.config.settings(self.preset)
+
+    def title(self, text: str) -> str:
+        return f"{text}\n{self.settings}" if text else self.settings
+
+    def sweep_kwargs(self) -> dict:
+        """Keyword arguments of ``engine.sweep`` that tie a sweep to this run folder."""
+        return {"out_dir": self.run_dir, "resume": self.resume, "progress": self.progress,
+                "config": self.config.fingerprint()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,19 +97,51 @@ class Experiment:
     Attributes:
       name: registry name (``icl-jax run NAME``).
       description: one line for ``icl-jax list``.
-      defaults: full-size configuration.
-      quick: overrides for ``--quick``.
-      run: ``run(config, out_dir, progress) -> metrics`` (JSON-serialisable dict);
-        writes its figures into ``out_dir``.
-      summary: ``summary(metrics) -> list[(label, value)]`` rows for ``summary.md``.
+      official: the paper's recipe (GPU-sized).
+      quick: the CPU-minutes preset (``--quick``).
+      run: ``run(config, ctx) -> metrics`` (a JSON-serialisable dict).
+      build: ``build(config) -> Setup`` (task, model); run before anything is written, and by
+        :func:`icl_jax.load_run` to rebuild the model of a stored run.
+      summary: ``summary(metrics) -> [(label, value), ...]``: the headline rows printed at the
+        end of a run and added to ``summary.md``.
     """
 
     name: str
     description: str
-    defaults: dict
-    quick: dict
-    run: Callable[[dict, Path, bool], dict]
+    official: ExperimentConfig
+    quick: ExperimentConfig
+    run: Callable[[Any, RunContext], dict]
+    build: Callable[[Any], Setup]
     summary: Callable[[dict], list] = lambda metrics: []
+
+    def __post_init__(self):
+        if type(self.official) is not type(self.quick):
+            raise ValueError(f"{self.name}: official and quick presets must be the same config type")
+
+    @property
+    def config_type(self) -> type[ExperimentConfig]:
+        return type(self.official)
+
+    def preset(self, name: str) -> ExperimentConfig:
+        if name not in ("official", "quick"):
+            raise ValueError(f"preset must be 'official' or 'quick' (got {name!r})")
+        return self.official if name == "official" else self.quick
+
+    def config(self, preset: str = "official", overrides: Mapping | None = None, sets=()) -> ExperimentConfig:
+        """The preset with ``overrides`` (typed values) and ``sets`` (``key=value`` strings)."""
+        cfg = self.preset(preset)
+        if overrides:
+            cfg = cfg.replace(**dict(overrides))
+        if sets:
+            cfg = cfg.with_strings(list(sets))
+        return cfg
+
+    def check(self, config: ExperimentConfig) -> Setup:
+        """Everything that can be checked without computing: the config's type, its fields
+        (at construction) and what ``build`` rejects."""
+        if not isinstance(config, self.config_type):
+            raise ValueError(f"{self.name}: config must be a {self.config_type.__name__} (got {type(config).__name__})")
+        return self.build(config)
 
 
 _REGISTRY: dict[str, Experiment] = {}
@@ -44,9 +150,6 @@ _REGISTRY: dict[str, Experiment] = {}
 def register(experiment: Experiment) -> Experiment:
     if experiment.name in _REGISTRY:
         raise ValueError(f"experiment {experiment.name!r} is already registered")
-    unknown = set(experiment.quick) - set(experiment.defaults)
-    if unknown:
-        raise ValueError(f"{experiment.name}: quick overrides name unknown keys {sorted(unknown)}")
     _REGISTRY[experiment.name] = experiment
     return experiment
 
@@ -61,64 +164,96 @@ def get_experiment(name: str) -> Experiment:
     return _REGISTRY[name]
 
 
-def _parse_value(key: str, text: str, default):
-    try:
-        if isinstance(default, bool):
-            if text.lower() in ("1", "true", "yes"):
-                return True
-            if text.lower() in ("0", "false", "no"):
-                return False
-            raise ValueError
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-        if isinstance(default, (list, tuple)):
-            return json.loads(text) if text.startswith("[") else [type(default[0])(v) for v in text.split(",")]
-        return text
-    except (ValueError, IndexError, json.JSONDecodeError):
-        raise ValueError(f"--set {key}={text}: cannot parse as {type(default).__name__} (default {default!r})") from None
+def read_run_config(out_dir: str | Path) -> tuple[Experiment, str, ExperimentConfig]:
+    """(experiment, preset, config) stored in a run folder's ``config.json``."""
+    path = Path(out_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ValueError(f"{out_dir}: no {CONFIG_FILE}; not a run folder written by icl-jax run")
+    stored = json.loads(path.read_text())
+    if not {"experiment", "preset", "config"} <= set(stored):
+        raise ValueError(f"{path}: not a run record of this icl_jax version (keys {sorted(stored)})")
+    exp = get_experiment(stored["experiment"])
+    return exp, stored["preset"], exp.config_type.from_dict(stored["config"])
 
 
-def parse_overrides(items: list[str], defaults: dict) -> dict:
-    """``["key=value", ...]`` → typed dict; unknown keys are an error naming the valid ones."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value (got {item!r})")
-        key, text = item.split("=", 1)
-        if key not in defaults:
-            raise ValueError(f"--set {key}: unknown key; valid keys: {', '.join(sorted(defaults))}")
-        out[key] = _parse_value(key, text, defaults[key])
-    return out
+def _is_empty(path: Path) -> bool:
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+def _prepare_out(exp: Experiment, config: ExperimentConfig, out: Path, mode: str) -> bool:
+    """Check the output folder against ``mode``; return whether to resume. Nothing is
+    written here except, for ``overwrite``, the removal of the old run."""
+    if mode not in RUN_MODES:
+        raise ValueError(f"mode must be one of {', '.join(RUN_MODES)} (got {mode!r})")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {out} exists and is not a folder")
+    if mode == "resume":
+        if _is_empty(out):
+            raise ValueError(f"resume: {out} holds no run to resume (no {CONFIG_FILE})")
+        stored_exp, _, stored = read_run_config(out)
+        if stored_exp.name != exp.name:
+            raise ValueError(f"resume: {out} holds a {stored_exp.name} run, not {exp.name}")
+        a, b = stored.fingerprint(), config.fingerprint()
+        changed = sorted(k for k in a if a[k] != b.get(k))
+        if changed:
+            diffs = "; ".join(f"{k}: stored {a[k]!r}, now {b[k]!r}" for k in changed)
+            raise ValueError(f"resume: the configuration differs from the run stored in {out} ({diffs}); "
+                             "resume with the stored configuration (icl-jax resume DIR) or use a new --out")
+        return True
+    if _is_empty(out):
+        return False
+    if mode == "new":
+        raise ValueError(f"--out {out} is not empty (it holds {', '.join(sorted(p.name for p in out.iterdir())[:4])}…); "
+                         "pass --resume to continue that run or --overwrite to replace it")
+    shutil.rmtree(out)
+    return False
 
 
 def run_experiment(
     name: str,
     out_dir: str | Path,
+    config: ExperimentConfig | None = None,
     *,
-    quick: bool = False,
-    seeds: int | None = None,
-    overrides: dict | None = None,
+    preset: Literal["official", "quick"] = "official",
+    overrides: Mapping | None = None,
+    mode: Literal["new", "resume", "overwrite"] = "new",
     progress: bool = True,
 ) -> dict:
-    """Resolve the config, run, and write ``config.json`` and ``metrics.json``."""
+    """Validate, run, and write ``config.json`` and ``metrics.json`` into ``out_dir``.
+
+    ``config`` defaults to the ``preset`` with ``overrides`` applied. ``mode``: "new" refuses
+    a non-empty ``out_dir``; "resume" continues the run stored there (its checkpoint) and
+    requires the same computation-relevant settings; "overwrite" deletes it first. All
+    validation happens before the folder is touched.
+    """
+    from icl_jax.engine import NonFiniteLossError
+
     exp = get_experiment(name)
-    config = dict(exp.defaults)
-    if quick:
-        config.update(exp.quick)
-    if seeds is not None:
-        if "seeds" not in config:
-            raise ValueError(f"{name} has no 'seeds' setting")
-        if seeds < 1:
-            raise ValueError(f"--seeds must be >= 1 (got {seeds})")
-        config["seeds"] = int(seeds)
-    config.update(overrides or {})
+    if config is None:
+        config = exp.config(preset, overrides)
+    elif overrides:
+        config = config.replace(**dict(overrides))
+    exp.check(config)
     out = Path(out_dir)
+    resume = _prepare_out(exp, config, out, mode)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"experiment": name, "quick": quick, **config}, indent=2) + "\n")
+    record = {"experiment": name, "preset": preset, "config": config.to_dict()}
+    (out / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    ctx = RunContext(name, out, preset, config, resume=resume, progress=progress)
     start = time.perf_counter()
-    metrics = exp.run(config, out, progress)
+    try:
+        metrics = exp.run(config, ctx)
+    except NonFiniteLossError as err:
+        hint = f"; `icl-jax resume {out}` continues from that checkpoint" if err.checkpoint else ""
+        raise NonFiniteLossError(f"{name}: training diverged: {err}. Lower the learning rate or check the config{hint}",
+                                 step=err.step, run=err.run, checkpoint=err.checkpoint) from None
     metrics = {**metrics, "wall_seconds": round(time.perf_counter() - start, 3)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def resume_experiment(out_dir: str | Path, *, progress: bool = True) -> tuple[str, dict]:
+    """Continue the run stored in ``out_dir`` with its stored configuration; returns
+    (experiment name, metrics)."""
+    exp, preset, config = read_run_config(out_dir)
+    return exp.name, run_experiment(exp.name, out_dir, config, preset=preset, mode="resume", progress=progress)

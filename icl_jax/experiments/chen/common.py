@@ -1,8 +1,9 @@
-"""What every Chen experiment shares: the flat config (``COMMON``) and the task, model and
-plain-SGD stage list built from it, the held-out test set and its losses in both conventions,
-the baselines and GIH(S, a) at the trained a, one engine sweep over the config's seeds
-(``train_chen``), the metrics.json body (``chen_result``), the training figures
-(``plot_training``), the summary rows, and ``_register``.
+"""What every Chen experiment shares: the typed config (:class:`ChenConfig`) and the task,
+model and plain-SGD stage list built from it, the held-out test set and its losses in both
+conventions, the baselines and GIH(S, a) at the trained a, one engine sweep over the
+config's seeds (``train_chen`` → :class:`ChenTrained`), the metrics.json body
+(``chen_result``), the training figures (``plot_training``), the summary rows, and
+``_register``.
 
 The recipes: ``docs/chen-theory.md#official-recipes``; the model and its window statistics:
 ``docs/models.md#chen-induction-model`` and ``docs/models.md#window-statistics``; the two loss
@@ -14,7 +15,8 @@ the generalised induction head: ``docs/chen-theory.md#generalised-induction-head
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,109 +25,191 @@ import numpy as np
 from icl_jax import engine
 from icl_jax.analysis.plots import plot_heatmaps, plot_lines
 from icl_jax.experiments.common import _loss_stat, _per_seed, _seeds, _test_set
-from icl_jax.experiments.registry import Experiment, register
+from icl_jax.experiments.config import ExperimentConfig, option
+from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
+from icl_jax.losses import DEFAULT_EPS, cross_entropy_probs, floored_probs, official_double_softmax_ce
 from icl_jax.models.induction import InductionModel
 from icl_jax.models.induction_layers import copier_attention, subset_shares
-from icl_jax.losses import DEFAULT_EPS, cross_entropy_probs, floored_probs, official_double_softmax_ce
 from icl_jax.tasks.baselines import HARD_ESTIMATOR_EPS, baseline_losses, gih_predictive, ngram_match
 from icl_jax.tasks.sampling import Batch
 from icl_jax.tasks.tasks import NGramTask, chen_bigram_task
 
-COMMON = {
-    "seed": 2024,
-    "seeds": 1,
-    "task": "ngram",
-    "vocab_size": 3,
-    "seq_len": 100,
-    "parents": [1, 2],
-    "alpha": 0.1,
-    "init": "uniform",
-    "bigram_variant": "official",
-    "num_heads": 3,
-    "max_degree": 2,
-    "window": "paper",
-    "window_size": 0,  # 0: M = num_heads
-    "include_raw": False,
-    "full_model": False,
-    "w_plus": 3.0,
-    "w_minus": 0.1,
-    "c_init": 0.01,
-    "a_init": 0.01,
-    "proj_init": 0.001,
-    "loss": "prob_ce",
-    "labels": "hard",
-    "loss_eps": DEFAULT_EPS,
-    "data": "fixed",
-    "num_train": 9000,
-    "batch_size": 9000,
-    "stage_groups": ["C", "W", "a"],
-    "stage_steps": [2000, 5000, 5000],
-    "stage_lrs": [1.0, 1e5, 1.0],
-    "test_size": 10000,
-    "record_every": 10,
-    "resume": False,
-}
 _GROUPS = {"C": "C", "W": "W", "a": "a"}
 
 
-def chen_task(config, **changes):
-    """The config's task (n-gram or the official bigram job), with optional changes of
-    ``seq_len`` / ``alpha`` for generalisation tests."""
-    cfg = {**config, **changes}
-    if cfg["task"] == "bigram":
-        return chen_bigram_task(vocab_size=cfg["vocab_size"], seq_len=cfg["seq_len"], alpha=cfg["alpha"], variant=cfg["bigram_variant"])
-    if cfg["task"] != "ngram":
-        raise ValueError(f"task must be 'ngram' or 'bigram' (got {cfg['task']!r})")
-    return NGramTask(cfg["vocab_size"], cfg["seq_len"], tuple(cfg["parents"]), cfg["init"], "natural", cfg["alpha"])
+def _check_stages(groups, steps, lrs) -> None:
+    """``stage_groups`` / ``stage_steps`` / ``stage_lrs``: one entry per stage, each group
+    letters of 'CWa' (no repeats) or 'all' (docs/chen-theory.md#official-recipes)."""
+    if not (len(groups) == len(steps) == len(lrs) >= 1):
+        raise ValueError(
+            "stage_groups, stage_steps and stage_lrs must have the same length >= 1 "
+            f"(got {len(groups)}, {len(steps)}, {len(lrs)})"
+        )
+    for g in groups:
+        if g == "all":
+            continue
+        if not g or any(ch not in _GROUPS for ch in g) or len(set(g)) != len(g):
+            raise ValueError(f"stage_groups: {g!r} must be distinct letters of 'CWa' (e.g. 'CW') or 'all'")
 
 
-def chen_model(config) -> InductionModel:
+@dataclasses.dataclass(frozen=True)
+class ChenConfig(ExperimentConfig):
+    """What every Chen experiment sets: the n-gram (or bigram) task, the copier / selector /
+    classifier model and its official initialisation, the loss convention, the data mode and
+    the plain-SGD stage recipe (docs/chen-theory.md#official-recipes). Defaults follow the
+    paper where the official code deviates (docs/quirks.md#chen-quirk-1,
+    docs/quirks.md#chen-quirk-4)."""
+
+    title_fields = {"stage_groups": "stages", "stage_steps": "steps", "stage_lrs": "lr", "data": "data",
+                    "num_train": "train seqs", "seeds": "seeds"}
+
+    seed: int = option(2024, "first seed = the first run's dataset (the initialisation is deterministic); "
+                             "the runs use seed, seed+1, …, seed+seeds−1", min=0)
+    task: Literal["ngram", "bigram"] = option(
+        "ngram", "ngram: parents at the offsets `parents`; bigram: the official Markov job (docs/quirks.md#chen-quirk-7)")
+    vocab_size: int = option(3, "d, the vocabulary size", min=2)
+    seq_len: int = option(100, "L, input tokens per sequence (the target is x_{L+1})", min=2)
+    parents: tuple[int, ...] = option((1, 2), "parent offsets of the n-gram task ((1, 2): the paper's 3-gram)", min=1)
+    alpha: float = option(0.1, "Dirichlet concentration α of every kernel row", gt=0)
+    init: Literal["uniform", "stationary"] = option(
+        "uniform", "first max(parents) tokens: uniform (official) or the window's stationary law")
+    bigram_variant: Literal["official", "fixed"] = option(
+        "official", "bigram task: official (x_L re-drawn uniformly) or fixed (x_L from the chain)")
+    num_heads: int = option(3, "H, copier heads (head h starts on offset h)", min=1)
+    max_degree: int = option(2, "D, the largest head subset the selector builds (<= num_heads)", min=0)
+    window: Literal["paper", "official"] = option(
+        "paper", "copier window: paper (every head sees offsets 1..M) or official (head h sees h..h+H−1)")
+    window_size: int = option(0, "M of the paper window (0: M = num_heads)", min=0)
+    include_raw: bool = option(
+        False, "also build the official subsets with the raw-token component (docs/quirks.md#chen-quirk-8)")
+    full_model: bool = option(False, "the Appendix-B full model (Q/K/OV, LayerNorm, self offset)")
+    w_plus: float = option(3.0, "initial RPE logit of head h on its own offset h")
+    w_minus: float = option(0.1, "initial RPE logit on the other offsets")
+    c_init: float = option(0.01, "initial selector coefficient of every subset")
+    a_init: float = option(0.01, "initial classifier scale a")
+    proj_init: float = option(0.001, "initial scale of the full model's projections")
+    loss: Literal["prob_ce", "official"] = option(
+        "prob_ce", "training loss: prob_ce (true CE, ε-floored) or official (double softmax; docs/quirks.md#chen-quirk-1)")
+    labels: Literal["hard", "soft"] = option("hard", "training targets: hard (sampled x_{L+1}, official) or soft (true π)")
+    loss_eps: float = option(DEFAULT_EPS, "ε floor of the prob_ce loss", min=0)
+    data: Literal["fixed", "fresh"] = option(
+        "fixed", "fixed: full-batch GD on num_train sequences drawn once per seed (official); "
+                 "fresh: batch_size new sequences every step (docs/quirks.md#chen-quirk-6)")
+    num_train: int = option(9000, "training sequences per seed (data=fixed)", min=1)
+    batch_size: int = option(9000, "sequences per step (data=fresh)", min=1)
+    stage_groups: tuple[str, ...] = option(
+        ("C", "W", "a"), "parameter groups trained in each stage: letters of 'CWa' or 'all' (official --train-cmd)")
+    stage_steps: tuple[int, ...] = option((2000, 5000, 5000), "SGD steps of each stage", min=1)
+    stage_lrs: tuple[float, ...] = option((1.0, 1e5, 1.0), "learning rate of each stage (plain SGD)", gt=0)
+    test_size: int = option(10000, "held-out test sequences (one set shared by every seed)", min=2)
+    record_every: int = option(10, "steps between recorded metrics", min=1)
+    chunk_steps: int = option(0, "steps per compiled chunk = between checkpoints (0: the engine default)", min=0)
+    allow_unreachable_parents: bool = option(
+        False, "allow parent offsets no copier head can attend to (beyond the window; studied deliberately)")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def parent_offsets(self) -> tuple[int, ...]:
+        """The task's parent offsets, sorted (the bigram task: (1,))."""
+        return (1,) if self.task == "bigram" else tuple(sorted(self.parents))
+
+    @property
+    def max_reachable_offset(self) -> int:
+        """The largest offset a copier head attends to: M = window_size or num_heads (paper
+        window), 2·num_heads − 1 (official window; head h sees h..h+H−1)."""
+        if self.window == "official":
+            return 2 * self.num_heads - 1
+        return self.window_size or self.num_heads
+
+    def _window_text(self) -> str:
+        if self.window == "official":
+            return (f"with window='official' head h sees offsets h..h+H−1, so the copier reaches offsets "
+                    f"1..{self.max_reachable_offset} (num_heads={self.num_heads})")
+        return (f"with window='paper' every head sees offsets 1..M, M = window_size or num_heads = "
+                f"{self.max_reachable_offset} (num_heads={self.num_heads}, window_size={self.window_size})")
+
+    def check(self) -> None:
+        _check_stages(self.stage_groups, self.stage_steps, self.stage_lrs)
+        if self.max_degree > self.num_heads:
+            raise ValueError(f"max_degree ({self.max_degree}) must be <= num_heads ({self.num_heads})")
+        if not self.parents or len(set(self.parents)) != len(self.parents):
+            raise ValueError(f"parents: must be distinct offsets >= 1 (got {self.parents})")
+        if self.window == "official" and self.window_size not in (0, self.num_heads):
+            raise ValueError(f"window_size: the official window has M = num_heads = {self.num_heads} "
+                             f"(got window_size={self.window_size}; use 0)")
+        if self.task == "bigram":
+            if tuple(self.parents) != (1,):
+                raise ValueError(
+                    f"parents: the bigram task's only parent is offset 1 (got parents={self.parents}; set parents=1)")
+            if self.init != "uniform":
+                raise ValueError("init: the bigram task starts from a uniform token (set init=uniform)")
+        k = max(self.parent_offsets)
+        if self.seq_len < k + 1:
+            raise ValueError(f"seq_len must be >= max(parents) + 1 = {k + 1} (got {self.seq_len})")
+        unreachable = [o for o in self.parent_offsets if o > self.max_reachable_offset]
+        if unreachable and not self.allow_unreachable_parents:
+            raise ValueError(
+                f"parents: offset(s) {unreachable} cannot be copied by any head: {self._window_text()}. "
+                "Raise num_heads or window_size, or set allow_unreachable_parents=true to study this deliberately"
+            )
+        total = sum(self.stage_steps)
+        if self.record_every > total:
+            raise ValueError(f"record_every ({self.record_every}) must be <= the total of stage_steps ({total})")
+
+
+# ------------------------------------------------------------------------------ builders
+def chen_task(config: ChenConfig, *, seq_len: int | None = None, alpha: float | None = None) -> NGramTask:
+    """The config's task (n-gram or the official bigram job), optionally at another
+    ``seq_len`` / ``alpha`` (the generalisation tests)."""
+    seq_len = config.seq_len if seq_len is None else seq_len
+    alpha = config.alpha if alpha is None else alpha
+    if config.task == "bigram":
+        return chen_bigram_task(vocab_size=config.vocab_size, seq_len=seq_len, alpha=alpha, variant=config.bigram_variant)
+    return NGramTask(config.vocab_size, seq_len, tuple(config.parents), config.init, "natural", alpha)
+
+
+def chen_model(config: ChenConfig) -> InductionModel:
     return InductionModel(
-        config["vocab_size"],
-        num_heads=config["num_heads"],
-        max_degree=config["max_degree"],
-        window=config["window"],
-        window_size=config["window_size"] or None,
-        include_raw=config["include_raw"],
-        full=config["full_model"],
-        w_plus=config["w_plus"],
-        w_minus=config["w_minus"],
-        c_init=config["c_init"],
-        a_init=config["a_init"],
-        proj_init=config["proj_init"],
+        config.vocab_size,
+        num_heads=config.num_heads,
+        max_degree=config.max_degree,
+        window=config.window,
+        window_size=config.window_size or None,
+        include_raw=config.include_raw,
+        full=config.full_model,
+        w_plus=config.w_plus,
+        w_minus=config.w_minus,
+        c_init=config.c_init,
+        a_init=config.a_init,
+        proj_init=config.proj_init,
     )
 
 
-def chen_stages(config) -> list[engine.Stage]:
+def _build(config: ChenConfig) -> Setup:
+    """The task and model of ``config`` (checked before anything runs)."""
+    return Setup(chen_task(config), chen_model(config))
+
+
+def chen_stages(config: ChenConfig) -> list[engine.Stage]:
     """Plain-SGD stages from ``stage_groups`` / ``stage_steps`` / ``stage_lrs``
     (docs/chen-theory.md#official-recipes)."""
-    groups, steps, lrs = config["stage_groups"], config["stage_steps"], config["stage_lrs"]
-    if not (len(groups) == len(steps) == len(lrs) >= 1):
-        raise ValueError(
-            f"stage_groups, stage_steps and stage_lrs must have the same length >= 1 (got {len(groups)}, {len(steps)}, {len(lrs)})"
-        )
+    groups, steps, lrs = config.stage_groups, config.stage_steps, config.stage_lrs
+    _check_stages(groups, steps, lrs)
     stages = []
     for g, n, lr in zip(groups, steps, lrs):
-        if g == "all":
-            names = None
-        else:
-            bad = [ch for ch in g if ch not in _GROUPS]
-            if bad or not g:
-                raise ValueError(f"stage_groups: {g!r} must be letters of 'CWa' or 'all'")
-            names = tuple(_GROUPS[ch] for ch in g)
+        names = None if g == "all" else tuple(_GROUPS[ch] for ch in g)
         stages.append(engine.Stage(int(n), groups=names, learning_rate=float(lr), optimizer="sgd", name=g))
     return stages
 
 
-def _loss_kw(config) -> dict:
-    return {"loss": config["loss"], "labels": config["labels"], "eps": config["loss_eps"]}
+def _loss_kw(config: ChenConfig) -> dict:
+    return {"loss": config.loss, "labels": config.labels, "eps": config.loss_eps}
 
 
-def _test_losses(params, test: Batch, model, config) -> dict:
+def _test_losses(params, test: Batch, model, config: ChenConfig) -> dict:
     """Mean test loss in both conventions (hard labels, as the official validation)."""
-    eps = config["loss_eps"]
     return {
-        "prob_ce": model.loss(params, test, loss="prob_ce", eps=eps),
+        "prob_ce": model.loss(params, test, loss="prob_ce", eps=config.loss_eps),
         "official": model.loss(params, test, loss="official"),
     }
 
@@ -150,26 +234,44 @@ def _fmt(stat: dict, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f} ({len(stat['per_seed'])} seeds)"
 
 
+def _offsets_axis(model: InductionModel) -> list[int]:
+    """The offsets of the copier's attention rows (0 first when the self offset is on)."""
+    return ([0] if model.use_self_offset else []) + list(range(1, model.max_offset + 1))
+
+
 def _head_offsets(model: InductionModel, params_final) -> list[int]:
     """The offset each head attends to most at the query slot (RPE part)."""
     att = np.asarray(copier_attention(params_final, model, 1 + 2 * model.max_offset))[-1]  # [K', H]
-    offs = ([0] if model.use_self_offset else []) + list(range(1, model.max_offset + 1))
+    offs = _offsets_axis(model)
     return [int(offs[k]) for k in np.argmax(att, axis=0)]
 
 
 def _own_offset_attention(params, model: InductionModel, seq_len: int) -> jax.Array:
-    """Query-slot attention of head h on offset h (the offset it was initialised towards)."""
+    """Query-slot attention of head h on offset h (the offset it was initialised towards;
+    NaN for a head beyond a paper window M < H, which has no own offset)."""
     att = copier_attention(params, model, seq_len)[-1]  # [K', H]
     shift = 1 if model.use_self_offset else 0
     h = np.arange(model.num_heads)
-    return att[h + shift, h]
+    own = att[np.minimum(h, model.max_offset - 1) + shift, h]
+    return jnp.where(jnp.asarray(h < model.max_offset), own, jnp.nan)
 
 
 # ------------------------------------------------------------------------------ training
-def train_chen(config, out: Path, progress: bool):
-    """Train every seed of ``config`` in one sweep; return (task, model, result, metrics
-    with the grid axis dropped, recorded steps, test set)."""
-    task, model = chen_task(config), chen_model(config)
+class ChenTrained(NamedTuple):
+    """What :func:`train_chen` returns."""
+
+    task: NGramTask
+    model: InductionModel
+    result: engine.TrainResult
+    metrics: dict  # recorded metrics with the grid axis dropped: leaves [seed, record, ...]
+    steps: np.ndarray  # the recorded steps
+    test: Batch  # the held-out test set (shared by every seed)
+
+
+def train_chen(config: ChenConfig, ctx: RunContext) -> ChenTrained:
+    """Train every seed of ``config`` in one engine sweep tied to ``ctx``'s run folder,
+    recording the subset shares, a, W, own-offset attention and both test losses."""
+    task, model = _build(config)
     stages = chen_stages(config)
     test = _test_set(task, config)
     kw = _loss_kw(config)
@@ -194,25 +296,23 @@ def train_chen(config, out: Path, progress: bool):
             "test_loss_official": tl["official"],
         }
 
-    if config["data"] == "fixed":
-        n = config["num_train"]
+    if config.data == "fixed":
+        n = config.num_train
         data = engine.CommonSamples(lambda key, hp: prep(task.sample(key, n)))
-    elif config["data"] == "fresh":
-        b = config["batch_size"]
-        data = engine.FreshSamples(lambda key, hp: prep(task.sample(key, b)))
     else:
-        raise ValueError(f"data must be 'fixed' or 'fresh' (got {config['data']!r})")
+        b = config.batch_size
+        data = engine.FreshSamples(lambda key, hp: prep(task.sample(key, b)))
     res = engine.sweep(
         loss, lambda key, hp: init, stages, data, seeds=_seeds(config), metrics=record,
-        record_every=config["record_every"], out_dir=out / "run", resume=config["resume"],
-        progress=progress, config=config,
+        record_every=config.record_every, chunk_steps=config.chunk_steps or None, **ctx.sweep_kwargs(),
     )
     metrics = jax.tree.map(lambda x: np.asarray(x)[0], res.metrics)
-    return task, model, res, metrics, np.asarray(res.record_steps), test
+    return ChenTrained(task, model, res, metrics, np.asarray(res.record_steps), test)
 
 
-def chen_result(config, task, model, res, m, steps, test) -> dict:
+def chen_result(config: ChenConfig, trained: ChenTrained) -> dict:
     """metrics.json body shared by every training experiment."""
+    task, model, res, m, steps, test = trained
     labels = list(model.subset_labels())
     subsets = [list(s) for s in model.subsets()]
     final_shares = m["shares"][:, -1]  # [N, n_S]
@@ -220,7 +320,9 @@ def chen_result(config, task, model, res, m, steps, test) -> dict:
     params0 = jax.tree.map(lambda x: np.asarray(x)[0, 0], res.params)
     head_offs = _head_offsets(model, params0)
     sel = subsets[int(winners[0])]
-    sel_offsets = sorted(head_offs[h - 1] for h in sel if h > 0)
+    # distinct positive offsets: two selected heads may copy the same offset, and the full
+    # model's self offset 0 has no GIH counterpart
+    sel_offsets = sorted({head_offs[h - 1] for h in sel if h > 0} - {0})
     a_final = m["a"][:, -1]
     base = _baselines(task, test)
     gih = _gih_loss(test, sel_offsets, float(a_final[0]), task.vocab_size) if sel_offsets else None
@@ -239,6 +341,7 @@ def chen_result(config, task, model, res, m, steps, test) -> dict:
             "mean": m["shares"].mean(0).tolist(),
         },
         "a": {"steps": steps.tolist(), "mean": m["a"].mean(0).tolist(), "final": _per_seed(a_final)},
+        "own_offset_attention_init": m["own_offset_attention"][:, 0].mean(0).tolist(),
         "own_offset_attention_final": m["own_offset_attention"][:, -1].mean(0).tolist(),
         "final_loss": {
             "prob_ce": _per_seed(m["test_loss"][:, -1]),
@@ -262,8 +365,16 @@ def _ref_names(task) -> tuple[str, ...]:
     return ("bayes", f"count_{name}", "unigram", "oracle")
 
 
-def plot_training(out: Path, name: str, title: str, config, task, model, result: dict, m, steps) -> None:
-    """Subset shares, a(t), test loss (both conventions) with baseline lines; W heatmaps."""
+def _tick_blocks(names) -> list[tuple[str, int, int]]:
+    """One heatmap tick per row / column, labelled ``names``."""
+    return [(str(n), i, i + 1) for i, n in enumerate(names)]
+
+
+def plot_training(config: ChenConfig, ctx: RunContext, trained: ChenTrained, result: dict, title: str) -> None:
+    """Subset shares, a(t), test loss (both conventions) with baseline lines (2 × 2,
+    ``ctx.figure("dynamics")``); W at init and after training and the query-slot attention by
+    head and offset (``ctx.figure("W")``)."""
+    task, model, m, steps = trained.task, trained.model, trained.metrics, trained.steps
     labels = result["subsets"]
     shares = np.asarray(m["shares"]).mean(0)  # [R, n_S]
     vlines = result["stage_starts"][1:]
@@ -275,31 +386,40 @@ def plot_training(out: Path, name: str, title: str, config, task, model, result:
         refs["GIH(S*, final a)"] = gih["prob_ce"]
         refs_off["GIH(S*, final a)"] = gih["official"]
     x = np.maximum(steps, 0)
+    seeds = f"mean of {len(result['seeds'])} seeds" if len(result["seeds"]) > 1 else "one seed"
     plot_lines(
-        out / f"{name}_dynamics.png",
+        ctx.figure("dynamics"),
         [
             {"lines": {lab: (x, shares[:, i]) for i, lab in enumerate(labels)}, "ylabel": "share c_S² / Σc²",
              "vlines": vlines, "ylim": (-0.02, 1.02), "title": "selector: subset shares (label = heads, '110' = {1,2})"},
-            {"lines": {"a": (x, np.asarray(m["a"]).mean(0))}, "ylabel": "classifier scale a", "vlines": vlines, "title": "a(t)"},
+            {"lines": {"a": (x, np.asarray(m["a"]).mean(0))}, "ylabel": "classifier scale a", "vlines": vlines,
+             "title": "classifier scale a(t)"},
             {"lines": {"model (true CE)": (x, np.asarray(m["test_loss"]).mean(0))}, "refs": refs, "vlines": vlines,
-             "ylabel": "test loss, true CE (nats)", "title": "loss vs Bayes / count / GIH / unigram"},
+             "ylabel": "test loss, true CE (nats)", "title": "test loss vs Bayes / count / GIH / unigram"},
             {"lines": {"model (official metric)": (x, np.asarray(m["test_loss_official"]).mean(0))}, "refs": refs_off,
              "vlines": vlines, "ylabel": "test loss, official double-softmax CE", "title": "same, official metric"},
         ],
-        title=title,
+        title=ctx.title(f"{title}: training dynamics ({seeds}; vertical lines: stage starts)"),
+        ncols=2,
+        formats=ctx.formats,
     )
-    k_offs = ([0] if model.use_self_offset else []) + list(range(1, model.max_offset + 1))
+    k_offs = _offsets_axis(model)
     w0, w1 = np.asarray(result["W_init"]), np.asarray(result["W_final"])
     att = np.asarray(copier_attention({"W": jnp.asarray(w1, jnp.float32)}, model, task.seq_len))[-1]
+    heads = _tick_blocks(range(1, model.num_heads + 1))
+    w_rows = _tick_blocks(range(1, w0.shape[0] + 1))
     plot_heatmaps(
-        out / f"{name}_W.png",
+        ctx.figure("W"),
         [
-            {"matrix": w0, "title": "RPE logits W at init (row = offset 1.., column = head)", "xlabel": "head", "ylabel": "offset − 1"},
-            {"matrix": w1, "title": "W after training (seed 0)", "xlabel": "head", "ylabel": "offset − 1"},
-            {"matrix": att, "title": f"query-slot attention after training (rows: offsets {k_offs[0]}..{k_offs[-1]})",
-             "xlabel": "head", "ylabel": "offset index", "vmax": 1.0},
+            {"matrix": w0, "title": "RPE logits W at init", "xlabel": "head", "ylabel": "offset",
+             "row_blocks": w_rows, "col_blocks": heads},
+            {"matrix": w1, "title": "RPE logits W after training (seed 0)", "xlabel": "head", "ylabel": "offset",
+             "row_blocks": w_rows, "col_blocks": heads},
+            {"matrix": att, "title": "query-slot attention after training (seed 0)", "xlabel": "head",
+             "ylabel": "offset", "vmax": 1.0, "row_blocks": _tick_blocks(k_offs), "col_blocks": heads},
         ],
-        title=title,
+        title=ctx.title(f"{title}: copier RPE logits and attention"),
+        formats=ctx.formats,
     )
 
 
@@ -321,19 +441,21 @@ def _summary(metrics: dict) -> list:
     return rows
 
 
-def _run_training(name: str, title: str):
-    def run(config: dict, out: Path, progress: bool = True) -> dict:
-        task, model, res, m, steps, test = train_chen(config, out, progress)
-        result = chen_result(config, task, model, res, m, steps, test)
-        plot_training(out, name, title, config, task, model, result, m, steps)
+def _run_training(title: str):
+    def run(config: ChenConfig, ctx: RunContext) -> dict:
+        trained = train_chen(config, ctx)
+        result = chen_result(config, trained)
+        plot_training(config, ctx, trained, result, title)
         return result
 
     return run
 
 
-def _register(name, description, title, defaults, quick, run=None, summary=_summary):
-    register(Experiment(name=name, description=description, defaults={**COMMON, **defaults}, quick=quick,
-                        run=run or _run_training(name, title), summary=summary))
+def _register(name: str, description: str, title: str, official: ChenConfig, quick: ChenConfig, run=None,
+              summary=_summary, build=_build) -> Experiment:
+    return register(Experiment(name=name, description=description, official=official, quick=quick,
+                               run=run or _run_training(title), build=build, summary=summary))
 
 
-_QUICK = {"num_train": 2000, "test_size": 2000, "seeds": 2, "record_every": 5}
+#: the changes every quick preset makes (CPU minutes)
+_QUICK: dict[str, Any] = {"num_train": 2000, "test_size": 2000, "seeds": 2, "record_every": 5}

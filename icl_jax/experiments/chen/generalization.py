@@ -9,14 +9,15 @@ See ``docs/chen-theory.md#official-recipes`` (last paragraph) and
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
-from pathlib import Path
 
 import jax
 
 from icl_jax.analysis.plots import plot_lines
 from icl_jax.experiments.chen.common import (
     _QUICK,
+    ChenConfig,
     _baselines,
     _gih_loss,
     _register,
@@ -28,28 +29,47 @@ from icl_jax.experiments.chen.common import (
     train_chen,
 )
 from icl_jax.experiments.common import _per_seed
+from icl_jax.experiments.config import option
+from icl_jax.experiments.registry import RunContext
 
-GEN_DEFAULTS = {
-    "stage_groups": ["CW", "a"],
-    "stage_steps": [500000, 5000],
-    "stage_lrs": [1.0, 1.0],
-    "record_every": 500,
-    "eval_lengths": [10, 20, 50, 100, 200, 400],
-    "eval_alphas": [0.05, 0.1, 0.3, 1.0, 3.0],
-    "eval_size": 10000,
-}
 EVAL_STREAM = 10_000_079
 
 
-def _evaluate_shift(config, model, params_N, offsets, a_final, **changes) -> dict:
+@dataclasses.dataclass(frozen=True)
+class GeneralizationConfig(ChenConfig):
+    """The CW → a recipe plus the evaluation grid (docs/chen-theory.md#official-recipes)."""
+
+    eval_lengths: tuple[int, ...] = option((10, 20, 50, 100, 200, 400), "sequence lengths L evaluated after training", min=2)
+    eval_alphas: tuple[float, ...] = option((0.05, 0.1, 0.3, 1.0, 3.0), "Dirichlet concentrations α evaluated after training",
+                                            gt=0)
+    eval_size: int = option(10000, "fresh test sequences per evaluated L or α", min=2)
+
+    def check(self) -> None:
+        super().check()
+        if not self.eval_lengths or not self.eval_alphas:
+            raise ValueError("eval_lengths and eval_alphas must each name at least one value")
+        need = max(self.parent_offsets) + 1
+        short = [v for v in self.eval_lengths if v < need]
+        if short:
+            raise ValueError(f"eval_lengths: {short} are shorter than max(parents) + 1 = {need}, the shortest "
+                             "sequence holding one full parent context")
+
+
+def _seed_losses_fn(config: GeneralizationConfig, model):
+    """(params_N, test) → every seed's test losses in both conventions (one compiled program
+    per test-set shape)."""
+    return jax.jit(jax.vmap(lambda p, test: _test_losses(p, test, model, config), in_axes=(0, None)))
+
+
+def _evaluate_shift(config: GeneralizationConfig, model, params_N, offsets, a_final, seed_losses, **changes) -> dict:
     """Every seed's trained model and the references on a fresh test set of the task with
     ``changes`` (seq_len or alpha), both loss conventions."""
     task = chen_task(config, **changes)
     tag = zlib.crc32(repr(sorted(changes.items())).encode()) % (2**31)  # stable across processes
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config["seed"]), EVAL_STREAM), tag)
-    test = task.sample(key, config["eval_size"])
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), EVAL_STREAM), tag)
+    test = task.sample(key, config.eval_size)
     test_in = model.window_stats(test, compress=True) if not (model.full or model.use_self_offset) else test
-    losses = jax.vmap(lambda p: _test_losses(p, test_in, model, config))(params_N)
+    losses = seed_losses(params_N, test_in)
     base = _baselines(task, test)
     out = {
         "model": {k: _per_seed(v) for k, v in losses.items()},
@@ -64,20 +84,26 @@ def _evaluate_shift(config, model, params_N, offsets, a_final, **changes) -> dic
     return out
 
 
-def run_generalization(config: dict, out: Path, progress: bool = True) -> dict:
+TITLE = "Chen CW → a (generalisation model)"
+
+
+def run_generalization(config: GeneralizationConfig, ctx: RunContext) -> dict:
     """New (the paper's generalisation claim has no published numbers;
     docs/chen-theory.md#official-recipes): train with the CW → a recipe, then evaluate on other
     sequence lengths L (the banded copier has no L-sized parameter) and other Dirichlet
     concentrations α, against Bayes, the count estimator on the selected set, GIH at the trained a,
-    and the unigram estimator."""
-    task, model, res, m, steps, test = train_chen(config, out, progress)
-    result = chen_result(config, task, model, res, m, steps, test)
-    params_N = jax.tree.map(lambda x: x[0], res.params)
+    and the unigram estimator. Figures: ``ctx.figure("generalization")`` and the training
+    figures of :func:`~icl_jax.experiments.chen.common.plot_training`."""
+    trained = train_chen(config, ctx)
+    model = trained.model
+    result = chen_result(config, trained)
+    params_N = jax.tree.map(lambda x: x[0], trained.result.params)
     offsets, a_final = tuple(result["selected_offsets"]), result["a"]["final"]["per_seed"][0]
-    lengths = [int(v) for v in config["eval_lengths"]]
-    alphas = [float(v) for v in config["eval_alphas"]]
-    by_len = {L: _evaluate_shift(config, model, params_N, offsets, a_final, seq_len=L) for L in lengths}
-    by_alpha = {al: _evaluate_shift(config, model, params_N, offsets, a_final, alpha=al) for al in alphas}
+    lengths = list(config.eval_lengths)
+    alphas = list(config.eval_alphas)
+    seed_losses = _seed_losses_fn(config, model)
+    by_len = {L: _evaluate_shift(config, model, params_N, offsets, a_final, seed_losses, seq_len=L) for L in lengths}
+    by_alpha = {al: _evaluate_shift(config, model, params_N, offsets, a_final, seed_losses, alpha=al) for al in alphas}
 
     def panel(table, xs, conv, xlabel, train_x):
         lines = {"model": (xs, [table[x]["model"][conv]["mean"] for x in xs])}
@@ -86,17 +112,19 @@ def run_generalization(config: dict, out: Path, progress: bool = True) -> dict:
                 lines[ref] = (xs, [table[x][ref][conv] for x in xs])
         return {"lines": lines, "xlabel": xlabel, "logx": True, "markers": True, "vlines": [train_x],
                 "ylabel": f"test loss ({'true CE' if conv == 'prob_ce' else 'official metric'})",
-                "title": f"trained at {xlabel.split()[0]} = {train_x} (vertical line)"}
+                "title": f"trained at {xlabel.split()[0]} = {train_x:g} (vertical line)"}
 
     plot_lines(
-        out / "chen_generalization.png",
-        [panel(by_len, lengths, "prob_ce", "L (sequence length)", config["seq_len"]),
-         panel(by_alpha, alphas, "prob_ce", "α (Dirichlet concentration)", config["alpha"]),
-         panel(by_len, lengths, "official", "L (sequence length)", config["seq_len"]),
-         panel(by_alpha, alphas, "official", "α (Dirichlet concentration)", config["alpha"])],
-        title="Chen: length and prior generalisation of the CW → a model (new; no official numbers)",
+        ctx.figure("generalization"),
+        [panel(by_len, lengths, "prob_ce", "L (sequence length)", config.seq_len),
+         panel(by_alpha, alphas, "prob_ce", "α (Dirichlet concentration)", config.alpha),
+         panel(by_len, lengths, "official", "L (sequence length)", config.seq_len),
+         panel(by_alpha, alphas, "official", "α (Dirichlet concentration)", config.alpha)],
+        title=ctx.title("Chen: length and prior generalisation of the CW → a model (new; no official numbers)"),
+        ncols=2,
+        formats=ctx.formats,
     )
-    plot_training(out, "chen_generalization_train", "Chen CW → a (generalisation model)", config, task, model, result, m, steps)
+    plot_training(config, ctx, trained, result, TITLE)
     return {
         **result,
         "by_length": {str(k): v for k, v in by_len.items()},
@@ -114,13 +142,17 @@ def _gen_summary(metrics: dict) -> list:
     return rows
 
 
+OFFICIAL = GeneralizationConfig(stage_groups=("CW", "a"), stage_steps=(500000, 5000), stage_lrs=(1.0, 1.0),
+                                record_every=500)
+QUICK = OFFICIAL.replace(**{**_QUICK, "stage_steps": (1200, 900), "record_every": 20,
+                            "eval_lengths": (10, 25, 50, 100, 200, 400), "eval_size": 2000})
+
 _register(
     "chen-generalization",
     "New: the CW → a model evaluated at other lengths L and priors α (vs Bayes, count, GIH)",
-    "",
-    GEN_DEFAULTS,
-    {**_QUICK, "stage_steps": [1200, 900], "record_every": 20, "eval_lengths": [10, 25, 50, 100, 200, 400],
-     "eval_alphas": [0.05, 0.1, 0.3, 1.0, 3.0], "eval_size": 2000},
+    TITLE,
+    OFFICIAL,
+    QUICK,
     run=run_generalization,
     summary=_gen_summary,
 )

@@ -4,11 +4,17 @@ official recipe, the paper's staged Algorithm 1, and new figures.
 Registered: ``nichani-staged``, ``nichani-fig2-chain``, ``nichani-fig2-icl``,
 ``nichani-fig2-random``, ``nichani-fig5-multiparent``, ``nichani-fig8-mlp``,
 ``nichani-fig9-many-graphs``. Each runs all its seeds (and, for Fig. 9, all its graphs) in one
-vmapped engine call, writes the engine's run folder (``DIR/run``: checkpoints, resumable with
-``--set resume=true``), ``metrics.json`` and figures. Defaults are the official recipes
-(GPU-sized, ``docs/nichani-theory.md#official-recipes``); ``--quick`` shrinks steps/batch and
-raises the learning rate so the same mechanism appears in about a minute of CPU (the quick
-values are stated in each config).
+vmapped engine call, writes the engine's run folder (``DIR/run``: checkpoints; an interrupted
+run continues with ``icl-jax run NAME --out DIR --resume`` or ``icl-jax resume DIR``),
+``metrics.json`` and figures named ``<experiment>_<kind>.png``.
+
+Each experiment's configuration is a typed, frozen dataclass (``SingleParentConfig``,
+``MultiParentConfig``, ``MLPConfig``, ``ManyGraphsConfig``, ``StagedConfig``; see
+``docs/experiments.md#configs``) validated before anything is compiled or written, with two
+presets: ``official`` (the paper's recipe, GPU-sized; docs/nichani-theory.md#official-recipes)
+and ``quick`` (``--quick``: fewer steps, smaller batches and, where needed, a higher learning
+rate, so the same mechanism appears in about a minute of CPU; the values are in each module's
+``QUICK``). ``icl-jax run NAME --show-config`` lists every field with its meaning and bounds.
 
 One module per figure family:
 

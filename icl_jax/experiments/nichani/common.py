@@ -11,17 +11,46 @@ run folders in ``docs/quirks.md#nichani-quirk-5`` and ``docs/quirks.md#nichani-q
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import numpy as np
 
 from icl_jax import engine
 from icl_jax.experiments.common import _loss_stat, _per_seed, _seeds, _test_set
+from icl_jax.experiments.config import ExperimentConfig, option
+from icl_jax.experiments.registry import RunContext
 from icl_jax.losses import chunked_mean_fn
 from icl_jax.tasks.baselines import baseline_losses
 from icl_jax.tasks.sampling import Batch
+
+
+@dataclasses.dataclass(frozen=True)
+class NichaniConfig(ExperimentConfig):
+    """What every trained Nichani experiment sets: the task's S, T, α, and one optimiser
+    stage (docs/nichani-theory.md#official-recipes)."""
+
+    title_fields = {"steps": "steps", "learning_rate": "lr", "batch_size": "batch", "seeds": "seeds"}
+
+    vocab_size: int = option(10, "S, the vocabulary size", min=2)
+    seq_len: int = option(20, "T, the sequence length including the query", min=2)
+    alpha: float = option(0.1, "Dirichlet concentration α of every kernel row", gt=0)
+    steps: int = option(2**17, "training steps", min=1)
+    batch_size: int = option(1024, "fresh sequences per step", min=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = option("sgd", "optimiser (optax)")
+    learning_rate: float = option(1.0, "peak learning rate", gt=0)
+    schedule: Literal["constant", "cosine"] = option("cosine", "learning-rate schedule over the steps")
+    weight_decay: float = option(0.0, "decoupled weight decay (adamw)", min=0)
+    test_size: int = option(2**16, "held-out test sequences (one set shared by every seed)", min=2)
+    record_every: int = option(1024, "steps between recorded metrics", min=1)
+    chunk_steps: int = option(0, "steps per compiled chunk = between checkpoints (0: the engine default, "
+                                 "max(1024, steps/64))", min=0)
+
+    def check(self) -> None:
+        if self.record_every > self.steps:
+            raise ValueError(f"record_every ({self.record_every}) must be <= steps ({self.steps})")
 
 
 def _test_loss_fn(model, test: Batch, chunk: int = 8192, **loss_kw):
@@ -40,18 +69,19 @@ def _first_step(steps, ok_RxN):
     return [int(steps[np.argmax(r)]) if r.any() else -1 for r in ok]
 
 
-def _stage(config, **kw) -> engine.Stage:
+def _stage(config: NichaniConfig, **kw) -> engine.Stage:
     return engine.Stage(
-        config["steps"],
-        learning_rate=config["learning_rate"],
-        optimizer=config["optimizer"],
-        schedule=config["schedule"],
-        weight_decay=config["weight_decay"],
+        config.steps,
+        learning_rate=config.learning_rate,
+        optimizer=config.optimizer,
+        schedule=config.schedule,
+        weight_decay=config.weight_decay,
         **kw,
     )
 
 
-def _sweep(config, out, progress, loss, init, stages, sample, metrics, **kw):
+def _sweep(config, ctx: RunContext, loss, init, stages, sample, metrics, **kw):
+    """One engine sweep over the config's seeds, tied to the run folder of ``ctx``."""
     return engine.sweep(
         loss,
         init,
@@ -59,11 +89,9 @@ def _sweep(config, out, progress, loss, init, stages, sample, metrics, **kw):
         engine.FreshSamples(sample),
         seeds=_seeds(config),
         metrics=metrics,
-        record_every=config["record_every"],
-        out_dir=out / "run",
-        resume=config["resume"],
-        progress=progress,
-        config=config,
+        record_every=config.record_every,
+        chunk_steps=config.chunk_steps or None,
+        **ctx.sweep_kwargs(),
         **kw,
     )
 
@@ -76,13 +104,13 @@ class _Trained(NamedTuple):
     record: Callable  # params -> the recorded metrics (test loss included)
 
 
-def _train_task(config, out, progress, task, model, init, probe, stages=None, **loss_kw) -> _Trained:
+def _train_task(config, ctx: RunContext, task, model, init, probe, stages=None, **loss_kw) -> _Trained:
     """Train ``model.loss(params, batch, **loss_kw)`` on fresh batches of ``task`` for all the
     config's seeds in one sweep, recording ``probe(params)`` and the loss on one fixed test
     set, on which every baseline is scored too."""
     test = _test_set(task, config)
     test_loss = _test_loss_fn(model, test, **loss_kw)
-    batch_size = config["batch_size"]
+    batch_size = config.batch_size
 
     def loss(params, batch):
         return model.loss(params, batch, **loss_kw)
@@ -92,8 +120,7 @@ def _train_task(config, out, progress, task, model, init, probe, stages=None, **
 
     res = _sweep(
         config,
-        out,
-        progress,
+        ctx,
         loss,
         init,
         stages or [_stage(config)],

@@ -10,14 +10,16 @@ Recipe: ``docs/nichani-theory.md#official-recipes``; the model and its stream bl
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
 import jax
 import numpy as np
 
 from icl_jax.analysis.metrics import parent_attention_metrics
 from icl_jax.analysis.plots import plot_heatmaps, plot_runs
+from icl_jax.experiments.config import option
 from icl_jax.experiments.nichani.common import (
+    NichaniConfig,
     _first_step,
     _loss_panel,
     _train_task,
@@ -25,48 +27,46 @@ from icl_jax.experiments.nichani.common import (
     _tree_summary,
     _true_adjacency,
 )
-from icl_jax.experiments.registry import Experiment, register
+from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
 from icl_jax.models.catformer import CatFormer, stream_blocks
 from icl_jax.tasks.tasks import tree_task
 
-SINGLE_DEFAULTS = {
-    "seed": 0,
-    "seeds": 4,
-    "vocab_size": 10,
-    "seq_len": 20,
-    "alpha": 0.1,
-    "graph_seed": 0,
-    "steps": 2**17,
-    "batch_size": 1024,
-    "optimizer": "sgd",
-    "learning_rate": 1.0,
-    "schedule": "cosine",
-    "weight_decay": 0.0,
-    "test_size": 2**16,
-    "record_every": 1024,
-    "resume": False,
-}
+
+@dataclasses.dataclass(frozen=True)
+class SingleParentConfig(NichaniConfig):
+    """Figs 2 / 6 (docs/nichani-theory.md#official-recipes): heads [1, 1], SGD, cosine."""
+
+    seeds: int = option(4, "number of independent runs (one vmapped call)", min=1)
+    graph_seed: int = option(0, "seed of the random tree (nichani-fig2-random only)", min=0)
+
+
+OFFICIAL = SingleParentConfig()
 # The official recipe needs 2^17 steps at lr 1; at lr 10 and batch 256 the same two phases
 # (graph found by step ~150, then the induction drop at ~400) happen within 1,000 steps.
-SINGLE_QUICK = {"steps": 1000, "batch_size": 256, "learning_rate": 10.0, "test_size": 8192, "record_every": 50}
+QUICK = OFFICIAL.replace(steps=1000, batch_size=256, learning_rate=10.0, test_size=8192, record_every=50)
+
+
+def _task(graph_name: str, config: SingleParentConfig):
+    return tree_task(graph_name, vocab_size=config.vocab_size, seq_len=config.seq_len, alpha=config.alpha,
+                     graph_seed=config.graph_seed)
+
+
+def _build(graph_name: str):
+    def build(config: SingleParentConfig) -> Setup:
+        task = _task(graph_name, config)
+        return Setup(task, CatFormer(task.vocab_size, task.seq_len, (1, 1)))
+
+    return build
 
 
 def _single_parent(graph_name: str):
-    def run(config: dict, out: Path, progress: bool = True) -> dict:
-        task = tree_task(
-            graph_name,
-            vocab_size=config["vocab_size"],
-            seq_len=config["seq_len"],
-            alpha=config["alpha"],
-            graph_seed=config["graph_seed"],
-        )
+    def run(config: SingleParentConfig, ctx: RunContext) -> dict:
+        task, model = _build(graph_name)(config)
         s, t = task.vocab_size, task.seq_len
-        model = CatFormer(s, t, (1, 1))
-        dag = task.graph.dag_array()
+        dag = task.graph.dag_array
         trained = _train_task(
             config,
-            out,
-            progress,
+            ctx,
             task,
             model,
             lambda key, hp: model.init(key),
@@ -77,34 +77,39 @@ def _single_parent(graph_name: str):
         name = graph_name
         attn0 = np.asarray(model.positional_attention(params0)[0])
         plot_heatmaps(
-            out / f"fig2_{name}.png",
+            ctx.figure("graph"),
             [
-                {"matrix": _true_adjacency(task.graph.parents, t), "title": f"true graph ({name})", "cmap": "Greys"},
-                {"matrix": attn0, "title": "learned layer-1 attention (position block, seed 0)", "vmax": 1.0},
+                {"matrix": _true_adjacency(task.graph.parents, t), "title": f"true graph ({name}): i → parent p(i)",
+                 "cmap": "Greys", "xlabel": "parent position j", "ylabel": "position i"},
+                {"matrix": attn0, "title": "learned layer-1 attention (position block, seed 0)", "vmax": 1.0,
+                 "xlabel": "key position j", "ylabel": "query position i"},
             ],
-            title=f"Nichani Fig. 2, {name} graph: S={s}, T={t}, {config['steps']} steps",
+            title=ctx.title(f"Nichani Fig. 2, {name} graph: S={s}, T={t}"),
+            formats=ctx.formats,
         )
         d0 = stream_blocks(s, t, ())
         d1 = stream_blocks(s, t, (1,))
         d2 = stream_blocks(s, t, (1, 1))
         plot_heatmaps(
-            out / f"fig6_{name}_matrices.png",
+            ctx.figure("weights"),
             [
                 {"matrix": params0["A1"][0], "title": "A1", "row_blocks": d0, "col_blocks": d0, "symmetric": True},
                 {"matrix": params0["A2"][0], "title": "A2", "row_blocks": d1, "col_blocks": d1, "symmetric": True},
                 {"matrix": params0["W"].T, "title": "Wᵀ", "col_blocks": d2, "symmetric": True},
             ],
-            title="Nichani Fig. 6: trained weights by stream block (seed 0)",
+            title=ctx.title("Nichani Fig. 6: trained weights by stream block (seed 0)"),
+            formats=ctx.formats,
         )
         plot_runs(
-            out / f"trajectories_{name}.png",
+            ctx.figure("trajectories"),
             steps,
             [
                 {"values": m["mean_parent_attention"], "ylabel": "mean attention on the parent", "label": "seeds", "ylim": (0, 1.02)},
                 {"values": m["parent_argmax_accuracy"], "ylabel": "parent argmax accuracy", "label": "seeds", "ylim": (0, 1.02)},
                 _loss_panel(m["test_loss"], base),
             ],
-            title=f"{name} graph: graph recovery and test loss across {len(res.seeds)} seeds",
+            title=ctx.title(f"Nichani, {name} graph: graph recovery and test loss across {len(res.seeds)} seeds"),
+            formats=ctx.formats,
         )
         return {
             "graph": dag.tolist(),
@@ -129,9 +134,10 @@ for _graph in ("chain", "icl", "random"):
         Experiment(
             name=f"nichani-fig2-{_graph}",
             description=f"Nichani Figs 2/6: disentangled transformer [1,1] learns the {_graph} graph (official SGD recipe)",
-            defaults=SINGLE_DEFAULTS,
-            quick=SINGLE_QUICK | {"seeds": 4 if _graph == "chain" else 1},
+            official=OFFICIAL,
+            quick=QUICK.replace(seeds=4 if _graph == "chain" else 1),
             run=_single_parent(_graph),
+            build=_build(_graph),
             summary=_tree_summary,
         )
     )

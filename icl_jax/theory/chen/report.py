@@ -6,6 +6,7 @@ docs/chen-theory.md#size-penalty-and-the-tie)."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 
 import jax
@@ -37,7 +38,10 @@ def chen_selection_report(
     docs/chen-theory.md#stage-iii-classifier-scale) with ``*_se``, and ``win_fraction``.
     ``selected`` = argmax Ĩ; ``chi2_maximisers`` = every S whose I_χ² is within 1e−9 (relative) of
     the largest (adding a non-parent offset to a set containing all parents leaves I_χ² unchanged,
-    so I alone cannot break that tie).
+    so I alone cannot break that tie). ``warnings`` lists the parent offsets no head copies
+    (offset > H: head h copies offset h, so no subset contains them and S* is chosen among
+    subsets that miss a parent; the numbers are unchanged); each is also emitted with
+    :func:`warnings.warn`.
     """
     d = _check_int("vocab_size", vocab_size, 2)
     offsets = ngram_offsets(parent_offsets)
@@ -45,6 +49,13 @@ def chen_selection_report(
     _check_int("draws", draws, 2)
     alpha = _check_alpha(alpha)
     _check_sizes(d, offsets, max(int(num_heads), max(offsets)))
+    notes = [
+        f"parent offset {o} is not copied by any head (H = {int(num_heads)}): no subset can contain it"
+        for o in offsets
+        if o > int(num_heads)
+    ]
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
     start = time.perf_counter()
     with jax.enable_x64(True):
         mc = selection_monte_carlo(
@@ -90,5 +101,6 @@ def chen_selection_report(
         "gap": float(mc["gap"]),
         "gap_se": float(mc["gap_se"]),
         "chi2_maximisers": [list(s) for s, v in zip(mc["subsets"], chi2) if v >= top - 1e-9 * abs(top)],
+        "warnings": notes,
         "timing_s": time.perf_counter() - start,
     }

@@ -1,0 +1,141 @@
+"""Runs a researcher can trust, through the real command line (subprocesses): a run killed
+by a signal resumes to the numbers of an uninterrupted run; results are never silently
+replaced; invalid configs leave nothing behind; errors are one line; a run reloads with
+``load_run`` to the numbers it reported."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from icl_jax.cli import main
+from icl_jax.engine import NonFiniteLossError
+from icl_jax.engine.checkpoint import load_checkpoint
+from icl_jax.experiments import get_experiment, load_run, run_experiment
+from icl_jax.experiments.common import _test_set
+
+NAME = "nichani-fig2-chain"
+STEPS = 6000
+TOY = {"vocab_size": 3, "seq_len": 6, "steps": STEPS, "batch_size": 32, "test_size": 256, "record_every": 500,
+       "chunk_steps": 50, "seeds": 1, "learning_rate": 3.0}
+SETS = [a for k, v in TOY.items() for a in ("--set", f"{k}={v}")]
+
+
+def _cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "icl_jax.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=os.environ.copy())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run (in process)."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    metrics = run_experiment(NAME, out, preset="quick", overrides=TOY, progress=False)
+    return out, metrics
+
+
+def test_killed_cli_run_resumes_to_the_uninterrupted_numbers(tmp_path, reference):
+    _, ref = reference
+    out = tmp_path / "killed"
+    ckpt = out / "run" / "checkpoint.npz"
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "icl_jax.cli", "run", NAME, "--quick", *SETS, "--out", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=err, env=os.environ.copy())
+    deadline = time.monotonic() + 240
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), log.read_text()[-2000:]
+    _, meta = load_checkpoint(ckpt)
+    assert 0 < meta["step"] < STEPS, meta  # killed mid-way, after at least one checkpoint
+    assert not (out / "metrics.json").exists()
+
+    refused = _cli("run", NAME, "--quick", *SETS, "--out", out)
+    assert refused.returncode == 2 and "--resume" in refused.stderr and "--overwrite" in refused.stderr
+
+    resumed = _cli("resume", out)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "final test loss" in resumed.stdout  # the headline rows are printed
+    got = json.loads((out / "metrics.json").read_text())
+    for key in ("final_test_loss", "mean_parent_attention", "parent_argmax_accuracy"):
+        np.testing.assert_allclose(got[key]["per_seed"], ref[key]["per_seed"], rtol=1e-6, err_msg=key)
+    np.testing.assert_allclose(got["trajectory"]["test_loss"], ref["trajectory"]["test_loss"], rtol=1e-6)
+
+
+def test_resume_refuses_a_changed_computation_but_not_a_changed_figure_format(tmp_path, reference):
+    ref_dir, _ = reference
+    exp = get_experiment(NAME)
+    changed = exp.config("quick", {**TOY, "learning_rate": 1.0})
+    with pytest.raises(ValueError, match="learning_rate: stored 3.0, now 1.0"):
+        run_experiment(NAME, ref_dir, changed, preset="quick", mode="resume", progress=False)
+    with pytest.raises(ValueError, match="holds no run to resume"):
+        run_experiment(NAME, tmp_path / "empty", preset="quick", overrides=TOY, mode="resume", progress=False)
+
+
+def test_load_run_gives_the_model_and_the_parameters_it_reported(reference):
+    out, metrics = reference
+    run = load_run(out)
+    assert run.experiment == NAME and run.preset == "quick" and run.config.steps == STEPS
+    assert run.axes == ("grid", "seed") and run.seeds == (0,)
+    template = run.model.init(jax.random.key(0))
+    assert jax.tree.structure(run.params) == jax.tree.structure(template)
+    for leaf, ref in zip(jax.tree.leaves(run.params), jax.tree.leaves(template)):
+        assert leaf.shape == (1, 1) + ref.shape
+    params = run.params_of(seed_index=0)
+    test = _test_set(run.task, run.config)  # the run's own held-out set
+    np.testing.assert_allclose(float(run.model.loss(params, test)), metrics["final_test_loss"]["per_seed"][0], rtol=1e-5)
+    assert run.trajectories["metrics"]["test_loss"].shape == (1, 1, len(run.trajectories["steps"]))
+    with pytest.raises(ValueError, match="seed_index"):
+        run.params_of(seed_index=3)
+
+
+def test_invalid_config_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "never"
+    r = _cli("run", "chen-three-stage-d2", "--quick", "--set", "parents=1,7", "--out", out)
+    assert r.returncode == 2 and r.stderr.startswith("icl-jax: error:") and "Traceback" not in r.stderr
+    assert "parents" in r.stderr
+    assert not out.exists()
+
+
+def test_overwrite_replaces_and_a_new_run_never_does(tmp_path, reference):
+    ref_dir, _ = reference
+    out = tmp_path / "copy"
+    shutil.copytree(ref_dir, out)
+    small = {**TOY, "steps": 100, "record_every": 50}
+    with pytest.raises(ValueError, match="not empty.*--resume.*--overwrite"):
+        run_experiment(NAME, out, preset="quick", overrides=small, progress=False)
+    assert json.loads((out / "config.json").read_text())["config"]["steps"] == STEPS  # untouched
+    run_experiment(NAME, out, preset="quick", overrides=small, mode="overwrite", progress=False)
+    assert json.loads((out / "config.json").read_text())["config"]["steps"] == 100
+    assert json.loads((out / "metrics.json").read_text())["trajectory"]["steps"][-1] == 100
+
+
+def test_show_config_lists_every_key_with_type_and_meaning(capsys):
+    assert main(["run", NAME, "--quick", "--set", "steps=2**9", "--show-config"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    keys = [line.split()[0] for line in lines[2:]]
+    assert [k.rstrip("*") for k in keys] == get_experiment(NAME).config_type.keys()
+    steps = next(line for line in lines if line.startswith("steps*"))  # * = differs from the official preset
+    assert " 512 " in steps and "int >= 1" in steps and "training steps" in steps
+
+
+def test_a_diverging_run_is_one_line_naming_step_run_and_checkpoint(tmp_path, capsys):
+    sets = [a for k, v in {**TOY, "steps": 400, "record_every": 50, "learning_rate": 1e30}.items()
+            for a in ("--set", f"{k}={v}")]
+    with pytest.raises(SystemExit) as exc:
+        main(["run", NAME, "--quick", *sets, "--out", str(tmp_path / "diverge")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1, err
+    assert err.startswith("icl-jax: error:") and len(err.strip().splitlines()) == 1
+    assert "at step" in err and "seed" in err and "checkpoint" in err and "Traceback" not in err
+    with pytest.raises(NonFiniteLossError):  # --debug: the exception itself, with its traceback
+        main(["--debug", "run", NAME, "--quick", *sets, "--out", str(tmp_path / "debug")])
