@@ -22,9 +22,9 @@ from icl_jax.experiments import get_experiment, load_run, run_experiment
 from icl_jax.experiments.common import _test_set
 
 NAME = "nichani-fig2-chain"
-STEPS = 6000
-TOY = {"vocab_size": 3, "seq_len": 6, "steps": STEPS, "batch_size": 32, "test_size": 256, "record_every": 500,
-       "chunk_steps": 50, "seeds": 1, "learning_rate": 3.0}
+STEPS = 3000
+TOY = {"vocab_size": 3, "seq_len": 6, "steps": STEPS, "batch_size": 32, "test_size": 256, "record_every": 250,
+       "chunk_steps": 25, "seeds": 1, "learning_rate": 3.0}
 SETS = [a for k, v in TOY.items() for a in ("--set", f"{k}={v}")]
 
 
@@ -41,7 +41,7 @@ def reference(tmp_path_factory):
     return out, metrics
 
 
-def test_killed_cli_run_resumes_to_the_uninterrupted_numbers(tmp_path, reference):
+def test_killed_cli_run_resumes_to_the_uninterrupted_numbers(tmp_path, reference, capsys):
     _, ref = reference
     out = tmp_path / "killed"
     ckpt = out / "run" / "checkpoint.npz"
@@ -59,8 +59,10 @@ def test_killed_cli_run_resumes_to_the_uninterrupted_numbers(tmp_path, reference
     assert 0 < meta["step"] < STEPS, meta  # killed mid-way, after at least one checkpoint
     assert not (out / "metrics.json").exists()
 
-    refused = _cli("run", NAME, "--quick", *SETS, "--out", out)
-    assert refused.returncode == 2 and "--resume" in refused.stderr and "--overwrite" in refused.stderr
+    with pytest.raises(SystemExit) as refused:  # a plain rerun into the folder (in process: nothing compiles)
+        main(["run", NAME, "--quick", *SETS, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "--resume" in err and "--overwrite" in err
 
     resumed = _cli("resume", out)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -62,3 +62,13 @@ def test_readme_transformer_example(capsys):
     assert early.shape == late.shape == (2,) and np.all(late < early - 0.05)  # both seeds learn
     attention = np.array(lines[3].strip("[]").split(), dtype=float)
     assert attention.shape == (2,) and np.all((attention > 0) & (attention <= 1))
+
+
+def test_readme_load_run_example(capsys):
+    """A run reloads with its typed config, the model's parameter structure on (grid, seed) axes,
+    and parameters that score on a fresh test set like the test loss the run reported."""
+    lines = _run(_block("ij.load_run("), capsys)
+    assert lines[0] == "nichani-fig2-chain ('grid', 'seed') (0, 1) 600"
+    fresh, reported = map(float, lines[1].split())
+    assert abs(fresh - reported) < 0.05  # same parameters, another sample of the same task
+    assert fresh < math.log(3) - 0.05  # and they learned something (uniform output: ln S)
