@@ -47,13 +47,21 @@ def _parent_lists(text: str) -> list[list[int]]:
     return out
 
 
+def _check_seq_len(args, implied: int, source: str) -> None:
+    """An explicit graph fixes T; a --seq-len given on the command line must agree."""
+    if args.seq_len_given and args.seq_len != implied:
+        raise ValueError(f"--seq-len {args.seq_len} conflicts with {source} (the graph implies T = {implied})")
+
+
 def _build_task(args):
     from icl_jax.tasks import graphs
     from icl_jax.tasks.tasks import DAGTask, NGramTask, TreeTask, dag_task, tree_task
 
     if args.task == "tree":
         if args.dag is not None:
-            return TreeTask(graphs.tree_from_dag_array(_dag_list(args.dag)), args.vocab_size, args.alpha)
+            graph = graphs.tree_from_dag_array(_dag_list(args.dag))
+            _check_seq_len(args, graph.num_nodes + 1, "--dag")
+            return TreeTask(graph, args.vocab_size, args.alpha)
         return tree_task(
             args.graph,
             vocab_size=args.vocab_size,
@@ -65,6 +73,7 @@ def _build_task(args):
     if args.task == "dag":
         if args.parent_lists is not None:
             g = graphs.graph_from_parent_lists(_parent_lists(args.parent_lists))
+            _check_seq_len(args, g.num_nodes - 1, "--parent-lists")
             return DAGTask(g, args.vocab_size, args.roots, args.alpha)
         return dag_task("fig5", vocab_size=args.vocab_size, seq_len=args.seq_len, alpha=args.alpha, roots=args.roots)
     return NGramTask(args.vocab_size, args.seq_len, tuple(args.parents), args.init, args.query, args.alpha)
@@ -179,21 +188,41 @@ def cmd_resume(args) -> int:
     return 0
 
 
+def _reproduce_plan(out: Path, preset: str, mode: str) -> list:
+    """(experiment, config, folder, mode) of every registered experiment, each config and output
+    folder checked before the first run starts; with ``--resume`` the runs already started
+    continue (their settings must match) and the others start."""
+    from icl_jax.experiments import check_out, list_experiments
+
+    plan = []
+    for exp in list_experiments():
+        config, folder = exp.preset(preset), out / exp.name
+        exp.check(config)
+        run_mode = "new" if mode == "resume" and not (folder / "config.json").is_file() else mode
+        try:
+            check_out(exp, config, folder, run_mode)
+        except ValueError:
+            if mode == "new":
+                raise ValueError(f"--out {out}: {folder} already holds a run; pass --resume to continue the runs "
+                                 "there or --overwrite to replace them") from None
+            raise
+        plan.append((exp, config, folder, run_mode))
+    return plan
+
+
 def cmd_reproduce(args) -> int:
-    from icl_jax.experiments import list_experiments, run_experiment
+    from icl_jax.experiments import run_experiment
 
     if args.quick == args.full:
         raise ValueError("reproduce needs exactly one of --quick (CPU, minutes) or --full (GPU)")
     mode = _mode(args)
     preset = "quick" if args.quick else "official"
     out = Path(args.out)
-    experiments = list_experiments()
-    for exp in experiments:  # every config is checked before the first run starts
-        exp.check(exp.preset(preset))
+    plan = _reproduce_plan(out, preset, mode)
     lines = ["# icl-jax reproduce " + ("--quick" if args.quick else "--full"), "", "| experiment | quantity | value |", "|---|---|---|"]
-    for exp in experiments:
+    for exp, config, folder, run_mode in plan:
         print(f"[reproduce] {exp.name} ...", file=sys.stderr, flush=True)
-        metrics = run_experiment(exp.name, out / exp.name, preset=preset, mode=mode, progress=sys.stderr.isatty())
+        metrics = run_experiment(exp.name, folder, config, preset=preset, mode=run_mode, progress=sys.stderr.isatty())
         for label, value in exp.summary(metrics):
             lines.append(f"| {exp.name} | {label} | {value} |")
         lines.append(f"| {exp.name} | wall time (s) | {metrics['wall_seconds']:.1f} |")
@@ -402,6 +431,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "baselines":
+        args.seq_len_given = args.seq_len is not None
         s, t = _TASK_DEFAULTS[args.task]
         args.vocab_size = s if args.vocab_size is None else args.vocab_size
         if args.seq_len is None:

@@ -44,6 +44,8 @@ def test_baselines_json_other_tasks(capsys, args):
         (["run", "data-baselines", "--set", "nope=1", "--out", "x"], "unknown key"),
         (["reproduce"], "exactly one of --quick"),
         (["baselines", "--dag=-1,x"], "--dag: expected comma-separated parents"),
+        (["baselines", "--dag=-1,0,1", "--seq-len", "9"], "--seq-len 9 conflicts with --dag"),
+        (["baselines", "--task", "dag", "--parent-lists", "r;r;0,1", "--seq-len", "9"], "conflicts with --parent-lists"),
         (["baselines", "--task", "dag", "--parent-lists", "r;0;r"], "must have at least one parent"),
     ],
 )
@@ -74,3 +76,14 @@ def test_list_and_run_data_experiment(tmp_path, capsys):
     assert "data-baselines: done in" in printed and "max abs(marginal − μ_π)" in printed  # headline rows
     assert (out / "data-baselines_marginals.png").stat().st_size > 0
     assert (out / "data-baselines_baselines.png").stat().st_size > 0
+
+
+def test_reproduce_refuses_existing_runs_before_running_any(tmp_path, capsys):
+    """Every experiment's folder is checked before the first run: an existing run anywhere in
+    --out stops `reproduce` at once, and nothing is written."""
+    (tmp_path / "nichani-staged").mkdir()
+    (tmp_path / "nichani-staged" / "config.json").write_text("{}")
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "--quick", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "already holds a run" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nichani-staged"]

@@ -141,3 +141,36 @@ def test_a_diverging_run_is_one_line_naming_step_run_and_checkpoint(tmp_path, ca
     assert "at step" in err and "seed" in err and "checkpoint" in err and "Traceback" not in err
     with pytest.raises(NonFiniteLossError):  # --debug: the exception itself, with its traceback
         main(["--debug", "run", NAME, "--quick", *sets, "--out", str(tmp_path / "debug")])
+
+
+def test_overwrite_only_deletes_run_folders_and_a_given_config_records_its_preset(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "draft.txt").write_text("not a run")
+    with pytest.raises(ValueError, match="not a run folder"):
+        run_experiment(NAME, notes, preset="quick", overrides=TOY, mode="overwrite", progress=False)
+    assert (notes / "draft.txt").read_text() == "not a run"
+    exp = get_experiment("data-baselines")
+    small = exp.quick.replace(samples=256, vocab_size=3, dag_vocab_size=3, ngram_seq_len=20)
+    run_experiment("data-baselines", tmp_path / "custom", small, progress=False)
+    assert json.loads((tmp_path / "custom" / "config.json").read_text())["preset"] == "custom"
+
+
+def test_reproduce_resume_continues_started_runs_and_starts_the_others(tmp_path, reference):
+    """`reproduce --resume`: a folder with a run resumes (its settings must match the preset),
+    folders without one start fresh; everything is checked before the first run."""
+    from icl_jax.cli import _reproduce_plan
+
+    plan = _reproduce_plan(tmp_path, "quick", "resume")
+    assert {mode for *_, mode in plan} == {"new"}  # nothing started yet
+    ref_dir, _ = reference
+    shutil.copytree(ref_dir, tmp_path / NAME)  # a started fig2-chain run, but with toy settings
+    with pytest.raises(ValueError, match="configuration differs.*learning_rate: stored 3.0, now 10.0"):
+        _reproduce_plan(tmp_path, "quick", "resume")
+    shutil.rmtree(tmp_path / NAME)
+    (tmp_path / NAME).mkdir()
+    record = json.loads((ref_dir / "config.json").read_text())
+    record["config"] = get_experiment(NAME).quick.to_dict()  # a quick-preset run that was started
+    (tmp_path / NAME / "config.json").write_text(json.dumps(record))
+    modes = {exp.name: mode for exp, _, _, mode in _reproduce_plan(tmp_path, "quick", "resume")}
+    assert modes[NAME] == "resume" and set(modes.values()) == {"new", "resume"}

@@ -129,6 +129,18 @@ def _fingerprint(program: Program, layout: RunLayout, config: Mapping | None) ->
     return json.loads(json.dumps(raw, default=_json_default, sort_keys=True))
 
 
+def _fingerprint_differences(stored: dict, current: dict) -> list[str]:
+    """The fingerprint entries (``section.key``) in which a checkpoint differs from this run."""
+    parts = set()
+    for section in set(stored) | set(current):
+        a, b = stored.get(section), current.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            parts |= {f"{section}.{k}" for k in set(a) | set(b) if a.get(k) != b.get(k)}
+        elif a != b:
+            parts.add(section)
+    return sorted(parts)
+
+
 def _check_finite(losses: np.ndarray, params_finite: np.ndarray, chunk_start: int, n_steps: int,
                   layout: RunLayout, last_ckpt: str | None, checkpointing: bool = False):
     """Raise NonFiniteLossError for the earliest non-finite loss, or for parameters that became
@@ -195,7 +207,9 @@ def execute(
     if resume and os.path.exists(ckpt_path):
         arrays, meta = ckpt.load_checkpoint(ckpt_path)
         if meta["fingerprint"] != fingerprint:
-            raise ValueError(f"resume: {ckpt_path} was written by a different configuration; use a new out_dir")
+            parts = _fingerprint_differences(meta["fingerprint"], fingerprint)
+            raise ValueError(f"resume: {ckpt_path} was written by a different run setup (differs in: "
+                             f"{', '.join(parts) or 'layout'}); use a new out_dir or start again")
         state = ckpt.arrays_to_tree("state", arrays, state)
         state = jax.device_put(state, layout.sharding) if layout.sharding is not None else jax.tree.map(jnp.asarray, state)
         done_chunks = meta["chunks_done"]

@@ -8,6 +8,7 @@ from icl_jax.experiments.registry import (  # noqa: F401
     Experiment,
     RunContext,
     Setup,
+    check_out,
     get_experiment,
     list_experiments,
     read_run_config,

@@ -104,7 +104,8 @@ def run(config: DataConfig, ctx: RunContext) -> dict:
         panels[title] = estimate_baseline_losses(task, jax.random.fold_in(key, 10 + i), config.samples,
                                                  progress=ctx.progress)
         reference[title] = task.oracle_closed_form()
-    plot_baseline_losses(ctx.figure("baselines"), panels, reference, formats=ctx.formats)
+    plot_baseline_losses(ctx.figure("baselines"), panels, reference,
+                         title=ctx.title("Monte-Carlo loss of every reference predictor (± 2 s.e.)"), formats=ctx.formats)
     metrics["baselines"] = panels
     metrics["oracle_closed_form"] = reference
     return metrics

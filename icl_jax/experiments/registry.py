@@ -35,6 +35,7 @@ __all__ = [
     "run_experiment",
     "resume_experiment",
     "read_run_config",
+    "check_out",
     "RUN_MODES",
 ]
 
@@ -180,9 +181,11 @@ def _is_empty(path: Path) -> bool:
     return not path.exists() or (path.is_dir() and not any(path.iterdir()))
 
 
-def _prepare_out(exp: Experiment, config: ExperimentConfig, out: Path, mode: str) -> bool:
-    """Check the output folder against ``mode``; return whether to resume. Nothing is
-    written here except, for ``overwrite``, the removal of the old run."""
+def check_out(exp: Experiment, config: ExperimentConfig, out: Path, mode: str) -> bool:
+    """Check the output folder against ``mode`` without touching it; return whether the run
+    resumes. ``new``: ``out`` must be empty or absent. ``resume``: ``out`` must hold a run of
+    ``exp`` whose computation-relevant settings equal ``config``'s. ``overwrite``: ``out`` must
+    be empty, absent or a run folder (it is never a folder icl-jax did not write)."""
     if mode not in RUN_MODES:
         raise ValueError(f"mode must be one of {', '.join(RUN_MODES)} (got {mode!r})")
     if out.exists() and not out.is_dir():
@@ -198,15 +201,21 @@ def _prepare_out(exp: Experiment, config: ExperimentConfig, out: Path, mode: str
         if changed:
             diffs = "; ".join(f"{k}: stored {a[k]!r}, now {b[k]!r}" for k in changed)
             raise ValueError(f"resume: the configuration differs from the run stored in {out} ({diffs}); "
-                             "resume with the stored configuration (icl-jax resume DIR) or use a new --out")
+                             "resume with the stored configuration (icl-jax resume DIR), or --overwrite to start again")
         return True
     if _is_empty(out):
         return False
     if mode == "new":
         raise ValueError(f"--out {out} is not empty (it holds {', '.join(sorted(p.name for p in out.iterdir())[:4])}…); "
                          "pass --resume to continue that run or --overwrite to replace it")
-    shutil.rmtree(out)
+    if not (out / CONFIG_FILE).is_file():
+        raise ValueError(f"--overwrite: {out} is not a run folder (no {CONFIG_FILE}); refusing to delete it")
+    read_run_config(out)  # a run record this version wrote, not any file called config.json
     return False
+
+
+def _preset_of(exp: Experiment, config: ExperimentConfig) -> str:
+    return "official" if config == exp.official else "quick" if config == exp.quick else "custom"
 
 
 def run_experiment(
@@ -214,14 +223,16 @@ def run_experiment(
     out_dir: str | Path,
     config: ExperimentConfig | None = None,
     *,
-    preset: Literal["official", "quick"] = "official",
+    preset: Literal["official", "quick", "custom"] | None = None,
     overrides: Mapping | None = None,
     mode: Literal["new", "resume", "overwrite"] = "new",
     progress: bool = True,
 ) -> dict:
     """Validate, run, and write ``config.json`` and ``metrics.json`` into ``out_dir``.
 
-    ``config`` defaults to the ``preset`` with ``overrides`` applied. ``mode``: "new" refuses
+    ``config`` defaults to the ``preset`` (default "official") with ``overrides`` applied; a
+    ``config`` given without ``preset`` is recorded as "official" or "quick" when it equals that
+    preset and "custom" otherwise. ``mode``: "new" refuses
     a non-empty ``out_dir``; "resume" continues the run stored there (its checkpoint) and
     requires the same computation-relevant settings; "overwrite" deletes it first. All
     validation happens before the folder is touched.
@@ -230,12 +241,16 @@ def run_experiment(
 
     exp = get_experiment(name)
     if config is None:
-        config = exp.config(preset, overrides)
-    elif overrides:
-        config = config.replace(**dict(overrides))
+        config = exp.config(preset or "official", overrides)
+    else:
+        if overrides:
+            config = config.replace(**dict(overrides))
+        preset = preset or _preset_of(exp, config)
     exp.check(config)
     out = Path(out_dir)
-    resume = _prepare_out(exp, config, out, mode)
+    resume = check_out(exp, config, out, mode)
+    if mode == "overwrite" and out.exists():
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"experiment": name, "preset": preset, "config": config.to_dict()}
     (out / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
@@ -244,8 +259,10 @@ def run_experiment(
     try:
         metrics = exp.run(config, ctx)
     except NonFiniteLossError as err:
-        hint = f"; `icl-jax resume {out}` continues from that checkpoint" if err.checkpoint else ""
-        raise NonFiniteLossError(f"{name}: training diverged: {err}. Lower the learning rate or check the config{hint}",
+        hint = (f"; the checkpoint holds the last finite state for inspection (icl_jax.engine.checkpoint.load_checkpoint); "
+                if err.checkpoint else "; ")
+        raise NonFiniteLossError(f"{name}: training diverged: {err}{hint}rerun with a smaller learning rate "
+                                 f"(--overwrite --set ...), since resuming the same config diverges again",
                                  step=err.step, run=err.run, checkpoint=err.checkpoint) from None
     metrics = {**metrics, "wall_seconds": round(time.perf_counter() - start, 3)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -60,7 +60,7 @@ def test_interrupted_run_resumes_bit_identical(toy, fresh, tmp_path, runner):
 def test_resume_refuses_a_different_configuration(toy, fixed, tmp_path):
     E.train(toy.loss, toy.init, [E.Stage(3, learning_rate=0.1)], fixed, out_dir=tmp_path, progress=False)
     config_before = (tmp_path / "config.json").read_text()
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ValueError, match=r"different run setup \(differs in: program\.stages"):
         E.train(toy.loss, toy.init, [E.Stage(3, learning_rate=0.2)], fixed, out_dir=tmp_path, resume=True,
                 progress=False)
     assert (tmp_path / "config.json").read_text() == config_before  # the refused run left the folder alone

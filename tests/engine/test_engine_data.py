@@ -85,7 +85,7 @@ def test_minibatch_settings_are_part_of_the_checkpoint_fingerprint(tmp_path):
     E.train(_quadratic, _init, [E.Stage(2)], E.MinibatchSamples(ROWS, 4), out_dir=tmp_path, progress=False)
     for other in (E.MinibatchSamples(ROWS, 5), E.MinibatchSamples(ROWS, 4, replace=True),
                   E.MinibatchSamples(jax.tree.map(lambda x: x[::-1], ROWS), 4)):
-        with pytest.raises(ValueError, match="different configuration"):
+        with pytest.raises(ValueError, match="different run setup"):
             E.train(_quadratic, _init, [E.Stage(2)], other, out_dir=tmp_path, resume=True, progress=False)
 
 

@@ -147,6 +147,10 @@ def _check_overlay_data_is_the_run_training_set(out, name, overrides):
         ("chen-cwa", {"seq_len": 2}, r"seq_len must be >= max\(parents\) \+ 1 = 3"),
         ("chen-cwa", {"task": "trigram"}, r"task: must be one of"),
         ("chen-cwa", {"window": "official", "window_size": 2}, r"window_size"),
+        # the query needs a full copier window; the overlay needs window statistics
+        ("chen-cwa", {"seq_len": 3, "num_heads": 5}, r"seq_len \(3\) must be >= the copier window \(5\)"),
+        ("chen-three-stage-d2", {"full_model": True}, r"theory overlay .* runs on window statistics"),
+        ("chen-generalization", {"num_heads": 5, "eval_lengths": (4, 50)}, r"eval_lengths: \[4\] are shorter than 5"),
     ],
 )
 def test_config_errors_are_raised_before_anything_is_written(name, overrides, match, tmp_path):

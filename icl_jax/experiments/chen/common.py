@@ -29,6 +29,7 @@ from icl_jax.experiments.config import ExperimentConfig, option
 from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
 from icl_jax.losses import DEFAULT_EPS, cross_entropy_probs, floored_probs, official_double_softmax_ce
 from icl_jax.models.induction import InductionModel
+from icl_jax.models.induction_stats import MAX_TABLE_ENTRIES
 from icl_jax.models.induction_layers import copier_attention, subset_shares
 from icl_jax.tasks.baselines import HARD_ESTIMATOR_EPS, baseline_losses, gih_predictive, ngram_match
 from icl_jax.tasks.sampling import Batch
@@ -105,7 +106,8 @@ class ChenConfig(ExperimentConfig):
     record_every: int = option(10, "steps between recorded metrics", min=1)
     chunk_steps: int = option(0, "steps per compiled chunk = between checkpoints (0: the engine default)", min=0)
     allow_unreachable_parents: bool = option(
-        False, "allow parent offsets no copier head can attend to (beyond the window; studied deliberately)")
+        False, "allow parent offsets no copier head can attend to (beyond the window; studied deliberately)",
+        computation=False)
 
     # ------------------------------------------------------------------ derived
     @property
@@ -146,6 +148,9 @@ class ChenConfig(ExperimentConfig):
         k = max(self.parent_offsets)
         if self.seq_len < k + 1:
             raise ValueError(f"seq_len must be >= max(parents) + 1 = {k + 1} (got {self.seq_len})")
+        if not self.full_model and self.seq_len < self.max_reachable_offset:
+            raise ValueError(f"seq_len ({self.seq_len}) must be >= the copier window ({self.max_reachable_offset}): "
+                             f"{self._window_text()}")
         unreachable = [o for o in self.parent_offsets if o > self.max_reachable_offset]
         if unreachable and not self.allow_unreachable_parents:
             raise ValueError(
@@ -183,6 +188,14 @@ def chen_model(config: ChenConfig) -> InductionModel:
         a_init=config.a_init,
         proj_init=config.proj_init,
     )
+
+
+def uses_window_stats(model: InductionModel) -> bool:
+    """Whether the simplified model trains on window statistics (docs/models.md#window-statistics):
+    a content-free copier and a similarity table of at most MAX_TABLE_ENTRIES entries;
+    otherwise the position-wise forward is used (same loss, slower)."""
+    d, k = model.vocab_size, model.max_offset
+    return not (model.full or model.use_self_offset) and d**k * (d + 1) ** k <= MAX_TABLE_ENTRIES
 
 
 def _build(config: ChenConfig) -> Setup:
@@ -278,7 +291,7 @@ def train_chen(config: ChenConfig, ctx: RunContext) -> ChenTrained:
     init = model.init()
     seq_len = task.seq_len
     # the simplified model trains on window statistics (same loss, ~10× faster per step)
-    fast = not (model.full or model.use_self_offset)
+    fast = uses_window_stats(model)
     prep = model.window_stats if fast else (lambda b: b)
     test_in = model.window_stats(test, compress=True) if fast else test
 

@@ -27,6 +27,7 @@ from icl_jax.experiments.chen.common import (
     chen_task,
     plot_training,
     train_chen,
+    uses_window_stats,
 )
 from icl_jax.experiments.common import _per_seed
 from icl_jax.experiments.config import option
@@ -49,10 +50,12 @@ class GeneralizationConfig(ChenConfig):
         if not self.eval_lengths or not self.eval_alphas:
             raise ValueError("eval_lengths and eval_alphas must each name at least one value")
         need = max(self.parent_offsets) + 1
+        if not self.full_model:
+            need = max(need, self.max_reachable_offset)
         short = [v for v in self.eval_lengths if v < need]
         if short:
-            raise ValueError(f"eval_lengths: {short} are shorter than max(parents) + 1 = {need}, the shortest "
-                             "sequence holding one full parent context")
+            raise ValueError(f"eval_lengths: {short} are shorter than {need}, the shortest sequence holding one "
+                             "full parent context and one full copier window")
 
 
 def _seed_losses_fn(config: GeneralizationConfig, model):
@@ -68,7 +71,7 @@ def _evaluate_shift(config: GeneralizationConfig, model, params_N, offsets, a_fi
     tag = zlib.crc32(repr(sorted(changes.items())).encode()) % (2**31)  # stable across processes
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), EVAL_STREAM), tag)
     test = task.sample(key, config.eval_size)
-    test_in = model.window_stats(test, compress=True) if not (model.full or model.use_self_offset) else test
+    test_in = model.window_stats(test, compress=True) if uses_window_stats(model) else test
     losses = seed_losses(params_N, test_in)
     base = _baselines(task, test)
     out = {

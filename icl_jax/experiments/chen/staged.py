@@ -28,10 +28,13 @@ from icl_jax.experiments.chen.common import (
     _loss_kw,
     _register,
     _summary,
+    chen_model,
     chen_result,
     plot_training,
     train_chen,
+    uses_window_stats,
 )
+from icl_jax.models.induction_stats import MAX_TABLE_ENTRIES
 from icl_jax.experiments.config import option
 from icl_jax.experiments.registry import RunContext
 from icl_jax.models.induction_layers import subset_shares
@@ -60,6 +63,12 @@ class StagedConfig(ChenConfig):
                     "chen-cw-a, which have no overlay)"
                 ) from None
         super().check()
+        if self.stage_groups[0] == "C" and not uses_window_stats(chen_model(self)):
+            raise ValueError(
+                f"full_model={self.full_model}, vocab_size={self.vocab_size}, num_heads={self.num_heads}: the stage-I "
+                "theory overlay (first-order G_S, exact flow) runs on window statistics, which need the simplified "
+                "model and a similarity table of at most "
+                f"{MAX_TABLE_ENTRIES} entries; train this model with chen-cwa or chen-cw-a")
         if self.stage_groups[0] == "C" and self.flow_size > self.num_train:
             raise ValueError(f"flow_size ({self.flow_size}) must be <= num_train ({self.num_train}): the stage-I "
                              "gradient flow runs on the first flow_size training sequences")
