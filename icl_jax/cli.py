@@ -440,7 +440,7 @@ def main(argv=None) -> int:
 
     try:
         return args.func(args)
-    except (ValueError, NonFiniteLossError) as err:
+    except (ValueError, NonFiniteLossError, OSError) as err:  # OSError: e.g. an --out that cannot be written
         if args.debug:
             raise
         parser.exit(1 if isinstance(err, NonFiniteLossError) else 2, f"icl-jax: error: {err}\n")

@@ -5,6 +5,8 @@ every argument but ``--out`` is passed to ``icl-jax run``; results go to ``DIR/<
 (default ``figures/<experiment>``; an existing run there is refused unless ``--resume`` or
 ``--overwrite``)."""
 
+import sys
+
 from icl_jax.cli import main
 
 
@@ -14,6 +16,14 @@ def run_experiments(names: list[str], argv: list[str]) -> int:
         i = args.index("--out")
         root = args[i + 1]
         del args[i : i + 2]
+    if "--resume" not in args and "--overwrite" not in args:  # refuse before the first run, not between runs
+        from pathlib import Path
+
+        taken = [name for name in names if Path(root, name).is_dir() and any(Path(root, name).iterdir())]
+        if taken:
+            print(f"icl-jax: error: {', '.join(f'{root}/{n}' for n in taken)} already hold runs; "
+                  "pass --resume to continue them or --overwrite to replace them", file=sys.stderr)
+            return 2
     for name in names:
         code = main(["run", name, *args, "--out", f"{root}/{name}"])
         if code:
