@@ -35,7 +35,7 @@ from icl_jax.tasks.baselines import HARD_ESTIMATOR_EPS, baseline_losses, gih_pre
 from icl_jax.tasks.sampling import Batch
 from icl_jax.tasks.tasks import NGramTask, chen_bigram_task
 
-_GROUPS = {"C": "C", "W": "W", "a": "a"}
+_GROUPS = "CWa"  # the model's parameter groups (top-level keys of InductionModel params)
 
 
 def _check_stages(groups, steps, lrs) -> None:
@@ -205,14 +205,9 @@ def _build(config: ChenConfig) -> Setup:
 
 def chen_stages(config: ChenConfig) -> list[engine.Stage]:
     """Plain-SGD stages from ``stage_groups`` / ``stage_steps`` / ``stage_lrs``
-    (docs/chen-theory.md#official-recipes)."""
-    groups, steps, lrs = config.stage_groups, config.stage_steps, config.stage_lrs
-    _check_stages(groups, steps, lrs)
-    stages = []
-    for g, n, lr in zip(groups, steps, lrs):
-        names = None if g == "all" else tuple(_GROUPS[ch] for ch in g)
-        stages.append(engine.Stage(int(n), groups=names, learning_rate=float(lr), optimizer="sgd", name=g))
-    return stages
+    (docs/chen-theory.md#official-recipes); the config has validated them (``_check_stages``)."""
+    return [engine.Stage(n, groups=None if g == "all" else tuple(g), learning_rate=lr, optimizer="sgd", name=g)
+            for g, n, lr in zip(config.stage_groups, config.stage_steps, config.stage_lrs)]
 
 
 def _loss_kw(config: ChenConfig) -> dict:

@@ -34,8 +34,6 @@ from icl_jax.theory.nichani import nichani_gradient_report
 #: β0 of the gradient-at-initialisation report: small, where the first-order expansion holds
 #: (docs/nichani-theory.md#first-order-gradient)
 THEORY_BETA0 = 1e-3
-#: the seq_len the fixed ``manual`` graph needs (5 context positions and the query)
-MANUAL_SEQ_LEN = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +79,6 @@ class StagedConfig(ExperimentConfig):
         if self.record_every > shortest:
             raise ValueError(f"record_every ({self.record_every}) must be <= stage1_steps and stage2_steps "
                              f"(shortest: {shortest})")
-        if self.graph == "manual" and self.seq_len != MANUAL_SEQ_LEN:
-            raise ValueError(f"seq_len must be {MANUAL_SEQ_LEN} for graph=manual (got {self.seq_len})")
 
 
 OFFICIAL = StagedConfig()
