@@ -188,16 +188,34 @@ def cmd_resume(args) -> int:
     return 0
 
 
+#: experiment -> the experiment whose finished run it evaluates (``trained_run``) instead of
+#: training the same recipe again, when ``reproduce`` runs both with equal training settings
+_REUSES = {"chen-generalization": "chen-cw-a"}
+
+
 def _reproduce_plan(out: Path, preset: str, mode: str) -> list:
     """(experiment, config, folder, mode) of every registered experiment, each config and output
     folder checked before the first run starts; with ``--resume`` the runs already started
-    continue (their settings must match) and the others start."""
+    continue (their settings must match) and the others start. An experiment of ``_REUSES``
+    runs after the run it reuses and gets that folder as ``trained_run`` (checked when it starts,
+    since the folder is written by the earlier run; reproduce stops at the first failing run, so
+    it never starts on an unfinished one)."""
     from icl_jax.experiments import check_out, list_experiments
+    from icl_jax.experiments.chen.generalization import training_differences
 
+    exps = list_experiments()
+    names = [exp.name for exp in exps]
+    # a reusing run goes right after the run it reuses when it would otherwise come first
+    order = {n: max(i, names.index(_REUSES[n]) + 0.5) if _REUSES.get(n) in names else i for i, n in enumerate(names)}
+    exps.sort(key=lambda exp: order[exp.name])
+    presets = {exp.name: exp.preset(preset) for exp in exps}
     plan = []
-    for exp in list_experiments():
-        config, folder = exp.preset(preset), out / exp.name
+    for exp in exps:
+        config, folder = presets[exp.name], out / exp.name
         exp.check(config)
+        source = _REUSES.get(exp.name)
+        if source in presets and not training_differences(config, presets[source]):
+            config = config.replace(trained_run=str(out / source))
         run_mode = "new" if mode == "resume" and not (folder / "config.json").is_file() else mode
         try:
             check_out(exp, config, folder, run_mode)

@@ -174,3 +174,52 @@ def test_reproduce_resume_continues_started_runs_and_starts_the_others(tmp_path,
     (tmp_path / NAME / "config.json").write_text(json.dumps(record))
     modes = {exp.name: mode for exp, _, _, mode in _reproduce_plan(tmp_path, "quick", "resume")}
     assert modes[NAME] == "resume" and set(modes.values()) == {"new", "resume"}
+
+
+def test_reproduce_evaluates_the_cw_a_run_in_generalization_instead_of_training_it_again(tmp_path, monkeypatch):
+    """`reproduce`: chen-generalization runs after chen-cw-a and gets its folder as trained_run
+    (both presets train the same recipe); `icl-jax run chen-generalization --set trained_run=DIR`
+    does the same by hand."""
+    import dataclasses
+
+    import icl_jax.experiments as experiments
+    import icl_jax.experiments.chen.generalization as gen_module
+    from icl_jax.cli import _reproduce_plan
+
+    for preset in ("quick", "official"):
+        plan = _reproduce_plan(tmp_path / preset, preset, "new")
+        names = [exp.name for exp, *_ in plan]
+        assert names.index("chen-cw-a") < names.index("chen-generalization")
+        trained_runs = {exp.name: cfg.trained_run for exp, cfg, *_ in plan if hasattr(cfg, "trained_run")}
+        assert trained_runs == {"chen-generalization": str(tmp_path / preset / "chen-cw-a")}
+        assert not (tmp_path / preset).exists()  # planned: nothing written, the cw-a folder not checked yet
+
+    # a tiny reproduce of just these two experiments
+    tiny = {"seq_len": 24, "num_train": 256, "test_size": 256, "record_every": 2, "seeds": 1, "stage_steps": (30, 10)}
+    cw_a, gen = get_experiment("chen-cw-a"), get_experiment("chen-generalization")
+    gen_tiny = {"eval_lengths": (24,), "eval_alphas": (1.0,), "eval_size": 256}
+    two = [dataclasses.replace(gen, quick=gen.quick.replace(**tiny, **gen_tiny)),  # listed first: reordered
+           dataclasses.replace(cw_a, quick=cw_a.quick.replace(**tiny))]
+    monkeypatch.setattr(experiments, "list_experiments", lambda: list(two))
+    trains = []
+    real_train = gen_module.train_chen
+    monkeypatch.setattr(gen_module, "train_chen", lambda *a, **k: trains.append(1) or real_train(*a, **k))
+    out = tmp_path / "tiny"
+    assert main(["reproduce", "--quick", "--out", str(out)]) == 0
+    assert trains == []  # chen-generalization trained nothing
+    cw_metrics = json.loads((out / "chen-cw-a" / "metrics.json").read_text())
+    gen_metrics = json.loads((out / "chen-generalization" / "metrics.json").read_text())
+    assert gen_metrics["trained_run"] == {"path": str(out / "chen-cw-a"), "experiment": "chen-cw-a"}
+    assert gen_metrics["final_loss"] == cw_metrics["final_loss"] and gen_metrics["a"] == cw_metrics["a"]
+    assert "| chen-generalization | training | not rerun: the trained model of the chen-cw-a run" in (
+        out / "summary.md").read_text()
+
+    # by hand, through the command line parser
+    text = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)  # noqa: E731
+    sets = [a for k, v in {**tiny, **gen_tiny}.items() for a in ("--set", f"{k}={text(v)}")]
+    by_hand = tmp_path / "by_hand"
+    assert main(["run", "chen-generalization", "--quick", *sets, "--set", f"trained_run={out / 'chen-cw-a'}",
+                 "--out", str(by_hand)]) == 0
+    assert trains == []
+    hand_metrics = json.loads((by_hand / "metrics.json").read_text())
+    assert hand_metrics["by_length"] == gen_metrics["by_length"] and hand_metrics["by_alpha"] == gen_metrics["by_alpha"]

@@ -1,7 +1,8 @@
 """Chen experiments (docs/chen-theory.md#official-recipes): typed presets with today's recipes,
 every registered experiment trained at toy size with a learning check (test loss falls, the
 selector's subset share and the classifier scale a grow), config errors raised before anything
-is written, and the theory overlay's training set."""
+is written, the theory overlay's training set, and the generalisation experiment evaluating a
+finished CW → a run (``trained_run``) instead of training again."""
 
 import json
 
@@ -9,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from icl_jax.experiments import get_experiment, list_experiments, run_experiment
+from icl_jax.experiments import get_experiment, list_experiments, load_run, run_experiment
 from icl_jax.experiments.chen import (
     ChenConfig,
     GeneralizationConfig,
@@ -31,7 +32,7 @@ RECIPES = {
     "chen-cwa": (("CWa",), (50000,), (1.0,), 50, (2000,), 5),
     "chen-full-model": (("all",), (10000,), (1e-3,), 20, (400,), 10),
     "chen-bigram": (("CWa",), (50000,), (1.0,), 50, (1500,), 5),
-    "chen-generalization": (("CW", "a"), (500000, 5000), (1.0, 1.0), 500, (1200, 900), 20),
+    "chen-generalization": (("CW", "a"), (500000, 5000), (1.0, 1.0), 500, (1200, 900), 5),
 }
 
 TINY = {"seq_len": 24, "num_train": 256, "test_size": 256, "record_every": 2, "seeds": 1}
@@ -189,3 +190,112 @@ def test_set_strings_parse_by_type():
         exp.config("quick", sets=["stage_steps=1.5,2,3"])
     with pytest.raises(ValueError, match="stage_groups"):
         exp.config("quick", sets=["stage_groups=C,W"])
+
+
+# --------------------------------------------------------------------- trained_run (issue 13)
+GEN = "chen-generalization"
+
+
+@pytest.fixture(scope="module")
+def cw_a_run(tmp_path_factory):
+    """A finished toy chen-cw-a run with the training settings of CASES[GEN]."""
+    out = tmp_path_factory.mktemp("cw_a") / "run"
+    metrics = run_experiment("chen-cw-a", out, preset="quick", overrides=CASES["chen-cw-a"][0], progress=False)
+    return out, metrics
+
+
+def test_generalization_presets_train_exactly_the_cw_a_recipe():
+    from icl_jax.experiments.chen.generalization import training_differences
+
+    cw_a, gen = get_experiment("chen-cw-a"), get_experiment(GEN)
+    assert training_differences(cw_a.official, gen.official) == {}
+    assert training_differences(cw_a.quick, gen.quick) == {}
+    assert gen.official.trained_run == gen.quick.trained_run == ""
+    # trained_run is not in the resume fingerprint; the eval fields are not training settings
+    assert "trained_run" not in gen.quick.fingerprint()
+    assert training_differences(cw_a.quick, gen.quick.replace(eval_size=99, trained_run="x", figure_format="pdf")) == {}
+
+
+def test_generalization_evaluates_a_finished_cw_a_run_without_training(cw_a_run, tmp_path, monkeypatch):
+    """trained_run=<chen-cw-a folder>: the same metrics and figures as a run that trains itself
+    (same settings → same trained model), and no training."""
+    import icl_jax.experiments.chen.generalization as gen_module
+
+    source, cw_metrics = cw_a_run
+    overrides = CASES[GEN][0]
+    trained = run_experiment(GEN, tmp_path / "trained", preset="quick", overrides=overrides, progress=False)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained_run is set: nothing may be trained")
+
+    monkeypatch.setattr(gen_module, "train_chen", no_training)
+    out = tmp_path / "reused"
+    reused = run_experiment(GEN, out, preset="quick", overrides={**overrides, "trained_run": str(source)},
+                            progress=False)
+    assert reused["trained_run"] == {"path": str(source), "experiment": "chen-cw-a"} and trained["trained_run"] is None
+    assert reused["train_wall_seconds"] == cw_metrics["train_wall_seconds"]  # the stored run's training
+    # the training part equals the cw-a run's metrics and the self-trained run's; the evaluation
+    # on other L and α equals the self-trained run's
+    skip = {"train_wall_seconds", "wall_seconds", "trained_run"}
+    for key in set(reused) - skip:
+        np.testing.assert_equal(reused[key], trained[key], err_msg=key)
+        if key in cw_metrics:
+            np.testing.assert_equal(reused[key], cw_metrics[key], err_msg=key)
+    assert set(reused) - skip == set(trained) - skip
+    assert reused["by_length"]["24"]["model"]["prob_ce"]["mean"] < reused["by_length"]["24"]["unigram"]["prob_ce"]
+    for kind in ("dynamics", "W", "generalization"):
+        assert (out / f"{GEN}_{kind}.png").is_file(), kind
+    # the folder holds the trained model: it reloads on its own, with the cw-a run's parameters
+    run = load_run(out)
+    assert run.config.trained_run == str(source) and run.preset == "quick"
+    for a, b in zip(jax.tree.leaves(run.params), jax.tree.leaves(load_run(source).params)):
+        np.testing.assert_array_equal(a, b)
+    # trained_run is not in the resume fingerprint; this finished folder can itself be the source
+    again = run_experiment(GEN, out, run.config.replace(trained_run=str(out)), preset="quick", mode="resume",
+                           progress=False)
+    assert again["trained_run"] == {"path": str(out), "experiment": GEN}
+    np.testing.assert_equal(again["by_alpha"], reused["by_alpha"])
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"seed": 7}, r"trained_run: the training settings differ .*seed: stored 2024, now 7"),
+        ({"stage_steps": (30, 11)}, r"stage_steps: stored \[30, 10\], now \[30, 11\]"),
+        ({"record_every": 5, "num_train": 128}, r"num_train: stored 256, now 128; record_every: stored 2, now 5"),
+    ],
+)
+def test_trained_run_with_other_training_settings_is_refused_before_anything_is_written(cw_a_run, tmp_path,
+                                                                                        changes, match):
+    source, _ = cw_a_run
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=match):
+        run_experiment(GEN, out, preset="quick", overrides={**CASES[GEN][0], **changes, "trained_run": str(source)},
+                       progress=False)
+    assert not out.exists()
+
+
+def test_trained_run_must_be_a_finished_chen_run(cw_a_run, tmp_path):
+    import shutil
+
+    source, _ = cw_a_run
+    overrides = CASES[GEN][0]
+    out = tmp_path / "out"
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(source, unfinished)
+    (unfinished / "metrics.json").unlink()
+    (unfinished / "run" / "params.npz").unlink()
+    data = tmp_path / "data"
+    run_experiment("data-baselines", data,
+                   get_experiment("data-baselines").quick.replace(samples=256, vocab_size=3, dag_vocab_size=3,
+                                                                 ngram_seq_len=20), progress=False)
+    for folder, match in [
+        (tmp_path / "missing", r"trained_run: .*missing is not a folder"),
+        (tmp_path, r"trained_run: .*no config.json"),
+        (unfinished, r"trained_run: the chen-cw-a run in .*unfinished is not a finished run .*"
+                     r"no metrics.json, run/params.npz\); finish it with icl-jax resume"),
+        (data, r"trained_run: .*holds a data-baselines run, not a Chen training run"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            run_experiment(GEN, out, preset="quick", overrides={**overrides, "trained_run": str(folder)}, progress=False)
+        assert not out.exists()

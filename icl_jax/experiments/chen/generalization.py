@@ -3,6 +3,10 @@ stores no numbers): train with the CW → a recipe, then evaluate on fresh seque
 lengths L and other Dirichlet concentrations α, against Bayes, the count estimator on the
 selected set, GIH at the trained a, and the unigram estimator.
 
+``trained_run=DIR`` skips the training: the model of a finished Chen training run with the
+same training settings (``chen-cw-a``, which ``icl-jax reproduce`` runs first and passes here)
+is evaluated instead (``docs/experiments.md#reusing-a-trained-run``).
+
 See ``docs/chen-theory.md#official-recipes`` (last paragraph) and
 ``docs/chen-theory.md#generalised-induction-head``.
 """
@@ -10,17 +14,23 @@ See ``docs/chen-theory.md#official-recipes`` (last paragraph) and
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import zlib
+from pathlib import Path
 
 import jax
+import numpy as np
 
+from icl_jax import engine
 from icl_jax.analysis.plots import plot_lines
 from icl_jax.experiments.chen.common import (
     _QUICK,
     ChenConfig,
+    ChenTrained,
     _baselines,
+    _build,
     _gih_loss,
-    _register,
     _summary,
     _test_losses,
     chen_result,
@@ -29,9 +39,10 @@ from icl_jax.experiments.chen.common import (
     train_chen,
     uses_window_stats,
 )
-from icl_jax.experiments.common import _per_seed
+from icl_jax.experiments.common import _per_seed, _test_set
 from icl_jax.experiments.config import option
-from icl_jax.experiments.registry import RunContext
+from icl_jax.experiments.loading import load_run
+from icl_jax.experiments.registry import Experiment, RunContext, read_run_config, register
 
 EVAL_STREAM = 10_000_079
 
@@ -44,6 +55,11 @@ class GeneralizationConfig(ChenConfig):
     eval_alphas: tuple[float, ...] = option((0.05, 0.1, 0.3, 1.0, 3.0), "Dirichlet concentrations α evaluated after training",
                                             gt=0)
     eval_size: int = option(10000, "fresh test sequences per evaluated L or α", min=2)
+    # not in the resume fingerprint: the folder is checked to hold the training this config
+    # would compute (training_differences), so the numbers do not depend on whether it is set
+    trained_run: str = option(
+        "", "folder of a finished Chen training run (e.g. chen-cw-a) with these training settings: its trained "
+            "model is evaluated instead of training again ('': train)", computation=False)
 
     def check(self) -> None:
         super().check()
@@ -56,6 +72,64 @@ class GeneralizationConfig(ChenConfig):
         if short:
             raise ValueError(f"eval_lengths: {short} are shorter than {need}, the shortest sequence holding one "
                              "full parent context and one full copier window")
+
+
+#: the training settings: every ChenConfig field that changes the computation (not the eval_*
+#: fields, trained_run, figure_format or allow_unreachable_parents)
+TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(ChenConfig) if f.metadata["computation"])
+#: what a finished run folder holds besides config.json (the engine's outputs in run/)
+_FINISHED = ("metrics.json", "run/params.npz", "run/trajectory.npz", "run/metrics.json")
+
+
+def training_differences(config: ChenConfig, other: ChenConfig) -> dict[str, tuple]:
+    """``{key: (config's value, other's value)}`` for every training setting (``TRAINING_KEYS``)
+    that differs; empty when ``other``'s run trains exactly what ``config``'s would."""
+    a, b = config.to_dict(), other.to_dict()
+    return {k: (a[k], b[k]) for k in TRAINING_KEYS if a[k] != b[k]}
+
+
+def check_trained_run(config: GeneralizationConfig) -> tuple[Path, str]:
+    """(folder, experiment name) of ``config.trained_run`` after checking that it is a finished
+    Chen training run whose training settings equal ``config``'s; a ValueError names what is
+    wrong (the differing keys with both values). Reads only config.json and file names."""
+    path = Path(config.trained_run)
+    if not path.is_dir():
+        raise ValueError(f"trained_run: {path} is not a folder (expected a finished chen-cw-a run folder)")
+    try:
+        exp, _, stored = read_run_config(path)
+    except ValueError as err:
+        raise ValueError(f"trained_run: {err}") from None
+    if not isinstance(stored, ChenConfig):
+        raise ValueError(f"trained_run: {path} holds a {exp.name} run, not a Chen training run (e.g. chen-cw-a)")
+    diffs = training_differences(stored, config)
+    if diffs:
+        text = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in diffs.items())
+        raise ValueError(f"trained_run: the training settings differ from the {exp.name} run stored in {path} "
+                         f"({text}); use the stored values, or leave trained_run empty to train")
+    missing = [f for f in _FINISHED if not (path / f).is_file()]
+    if missing:
+        raise ValueError(f"trained_run: the {exp.name} run in {path} is not a finished run with its trained "
+                         f"parameters (no {', '.join(missing)}); finish it with icl-jax resume {path}, or leave "
+                         "trained_run empty to train")
+    return path, exp.name
+
+
+def load_trained(config: GeneralizationConfig, path: Path) -> ChenTrained:
+    """The :class:`ChenTrained` of the finished run in ``path`` (checked by
+    :func:`check_trained_run`), as :func:`train_chen` would return it for ``config``: its final
+    parameters, recorded metrics, training loss, stage starts and training wall time, with the
+    task, model and held-out test set rebuilt from ``config``."""
+    run = load_run(path)
+    engine_summary = json.loads((path / "run" / "metrics.json").read_text())
+    traj = run.trajectories
+    res = engine.TrainResult(
+        params=run.params, state=None, loss=traj["loss"], metrics=traj["metrics"], record_steps=traj["steps"],
+        stage_starts=tuple(engine_summary["stage_starts"]), seeds=run.seeds, hparams=run.grid,
+        out_dir=str(path / "run"), wall_seconds=engine_summary["wall_seconds"],
+    )
+    task, model = _build(config)
+    metrics = jax.tree.map(lambda x: np.asarray(x)[0], res.metrics)
+    return ChenTrained(task, model, res, metrics, np.asarray(res.record_steps), _test_set(task, config))
 
 
 def _seed_losses_fn(config: GeneralizationConfig, model):
@@ -96,8 +170,24 @@ def run_generalization(config: GeneralizationConfig, ctx: RunContext) -> dict:
     sequence lengths L (the banded copier has no L-sized parameter) and other Dirichlet
     concentrations α, against Bayes, the count estimator on the selected set, GIH at the trained a,
     and the unigram estimator. Figures: ``ctx.figure("generalization")`` and the training
-    figures of :func:`~icl_jax.experiments.chen.common.plot_training`."""
-    trained = train_chen(config, ctx)
+    figures of :func:`~icl_jax.experiments.chen.common.plot_training`.
+
+    With ``config.trained_run`` the training is not run: the finished run stored there (checked
+    by :func:`check_trained_run`) supplies the trained model and its recorded training
+    (:func:`load_trained`), its engine outputs are copied into ``ctx.run_dir`` (so
+    :func:`~icl_jax.experiments.loading.load_run` works on this folder alone), and metrics.json
+    is what a run that trains would write (same numbers: the same training settings; its
+    ``train_wall_seconds`` is the stored run's), with ``trained_run`` naming the source."""
+    if config.trained_run:
+        source, source_exp = check_trained_run(config)
+        trained = load_trained(config, source)
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        if (source / "run").resolve() != ctx.run_dir.resolve():  # not this folder's own run (resumed)
+            for name in ("params.npz", "trajectory.npz", "metrics.json"):
+                shutil.copyfile(source / "run" / name, ctx.run_dir / name)
+        reused = {"path": str(source), "experiment": source_exp}
+    else:
+        trained, reused = train_chen(config, ctx), None
     model = trained.model
     result = chen_result(config, trained)
     params_N = jax.tree.map(lambda x: x[0], trained.result.params)
@@ -132,11 +222,15 @@ def run_generalization(config: GeneralizationConfig, ctx: RunContext) -> dict:
         **result,
         "by_length": {str(k): v for k, v in by_len.items()},
         "by_alpha": {f"{k:g}": v for k, v in by_alpha.items()},
+        "trained_run": reused,
     }
 
 
 def _gen_summary(metrics: dict) -> list:
     rows = _summary(metrics)
+    if metrics.get("trained_run"):
+        src = metrics["trained_run"]
+        rows.insert(0, ("training", f"not rerun: the trained model of the {src['experiment']} run in {src['path']}"))
     for key, name in (("by_length", "L"), ("by_alpha", "α")):
         for x, v in metrics[key].items():
             rows.append((f"{name} = {x}: model / Bayes / count(S*) true CE",
@@ -145,17 +239,31 @@ def _gen_summary(metrics: dict) -> list:
     return rows
 
 
+class _GeneralizationExperiment(Experiment):
+    """``chen-generalization``: :meth:`check` (run before anything is written) also checks
+    ``trained_run``. Not in ``build``, which :func:`~icl_jax.experiments.loading.load_run` calls
+    to reload this run: the folder is needed to run, not to reload."""
+
+    def check(self, config):
+        setup = super().check(config)
+        if config.trained_run:
+            check_trained_run(config)
+        return setup
+
+
+# the training settings of both presets equal chen-cw-a's (recipes.py), so `icl-jax reproduce`
+# evaluates that run's model (trained_run) instead of training the same recipe twice
 OFFICIAL = GeneralizationConfig(stage_groups=("CW", "a"), stage_steps=(500000, 5000), stage_lrs=(1.0, 1.0),
                                 record_every=500)
-QUICK = OFFICIAL.replace(**{**_QUICK, "stage_steps": (1200, 900), "record_every": 20,
+QUICK = OFFICIAL.replace(**{**_QUICK, "stage_steps": (1200, 900),
                             "eval_lengths": (10, 25, 50, 100, 200, 400), "eval_size": 2000})
 
-_register(
-    "chen-generalization",
-    "New: the CW → a model evaluated at other lengths L and priors α (vs Bayes, count, GIH)",
-    TITLE,
-    OFFICIAL,
-    QUICK,
+register(_GeneralizationExperiment(
+    name="chen-generalization",
+    description="New: the CW → a model evaluated at other lengths L and priors α (vs Bayes, count, GIH)",
+    official=OFFICIAL,
+    quick=QUICK,
     run=run_generalization,
+    build=_build,
     summary=_gen_summary,
-)
+))
