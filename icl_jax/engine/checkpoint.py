@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import jax
 import numpy as np
@@ -66,9 +66,9 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Ma
         raise
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a file written by `save_npz`: (arrays, meta)."""
-    with np.load(os.fspath(path), allow_pickle=False) as f:
+def load_checkpoint(path: str | os.PathLike | BinaryIO) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a file written by `save_npz` (a path, or its bytes as a binary file object): (arrays, meta)."""
+    with np.load(path if hasattr(path, "read") else os.fspath(path), allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files if k != "__meta__"}
         meta = json.loads(str(f["__meta__"]))
     return arrays, meta

@@ -4,12 +4,22 @@ The host touches the runs only between chunks (progress bar, finiteness check, c
 callback). A `RunLayout` says how the runs of one call are laid out: one run, or a run axis
 batched on each device with `vmap` (or the exact sequential `lax.map`) and sharded over a
 device mesh with `shard_map`. Compiled entry points are cached on the program.
+
+Several processes (`jax.distributed`): when the mesh spans devices of more than one process
+(`RunLayout.distributed`), every process runs this same host loop on the global arrays
+(multi-controller JAX: the same computations in the same order). Per-run arrays are gathered
+to every process with one all-gather per chunk (losses, finiteness, records), at checkpoints
+and at the end (state), so every process makes the same decisions (the non-finite check, the
+callback) and returns the same `TrainResult`. Only process 0 writes: the run folder, its
+checkpoints and the progress bar; on resume process 0 reads the checkpoint and broadcasts its
+bytes to the others, so `out_dir` need exist only on process 0's host.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import os
 import time
@@ -19,6 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 from tqdm.auto import tqdm
 
@@ -55,6 +66,95 @@ class RunLayout:
         if self.mesh is not None:
             return NamedSharding(self.mesh, PartitionSpec(RUN_AXIS))
         return None if self.device is None else SingleDeviceSharding(self.device)
+
+    @property
+    def distributed(self) -> bool:
+        """The run axis spans devices of several processes (`jax.distributed`)."""
+        return self.mesh is not None and not self.sharding.is_fully_addressable
+
+    @property
+    def writes(self) -> bool:
+        """This process writes the run folder (always, unless distributed and not process 0)."""
+        return not self.distributed or jax.process_index() == 0
+
+
+def to_global(tree, sharding):
+    """Place host values (equal on every process) with `sharding`, also across processes.
+
+    One process: `jax.device_put`. Several: `device_put` cannot reach other processes'
+    devices, so each process builds its own shards with `jax.make_array_from_callback`
+    (typed PRNG keys through their `key_data`).
+    """
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
+
+
+@functools.lru_cache(maxsize=8)
+def _replicate(mesh: Mesh) -> Callable:
+    return jax.jit(lambda tree: tree, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
+def to_host(tree, layout: RunLayout):
+    """Per-run arrays as host numpy arrays (typed keys stay JAX arrays), on every process.
+
+    Distributed layouts gather with one all-gather over the mesh (a collective: every process
+    must call this at the same point).
+    """
+    def host(x):
+        return x if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else np.asarray(x)
+
+    if not layout.distributed:
+        return jax.tree.map(host, tree)
+    if not jax.tree.leaves(tree):
+        return tree
+    return jax.tree.map(lambda x: host(x.addressable_data(0)), _replicate(layout.mesh)(tree))
+
+
+def _broadcast_bytes(data: bytes | None, failed: bool = False) -> bytes | None:
+    """Process 0's `data` on every process (None: process 0 had nothing to send).
+
+    Raises on every process if process 0 `failed`, so none waits in a later collective.
+    """
+    size = -2 if failed else -1 if data is None else len(data)
+    size = int(multihost_utils.broadcast_one_to_all(np.asarray(size, np.int32)))
+    if size == -2:
+        raise RuntimeError("process 0 could not read the checkpoint (see its error)")
+    if size < 0:
+        return None
+    payload = np.frombuffer(data, np.uint8) if jax.process_index() == 0 else np.zeros(size, np.uint8)
+    return multihost_utils.broadcast_one_to_all(payload).tobytes()
+
+
+def _read_checkpoint(path: str, layout: RunLayout):
+    """(arrays, meta) of the checkpoint at `path`, or None if there is none.
+
+    Distributed: process 0 reads the file and broadcasts its bytes, so every process resumes
+    from the same checkpoint and `path` need exist only on process 0's host.
+    """
+    if not layout.distributed:
+        return ckpt.load_checkpoint(path) if os.path.exists(path) else None
+    data, error = None, None
+    if jax.process_index() == 0 and os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            error = e
+    try:
+        data = _broadcast_bytes(data, failed=error is not None)
+    except RuntimeError:
+        if error is not None:
+            raise error from None
+        raise
+    return None if data is None else ckpt.load_checkpoint(io.BytesIO(data))
 
 
 def _compiled(program: Program, layout: RunLayout, what: str, static: tuple = ()):
@@ -193,7 +293,8 @@ def execute(
     ckpt_path = None
     if out_dir is not None:
         out_dir = os.fspath(out_dir)
-        os.makedirs(out_dir, exist_ok=True)
+        if layout.writes:
+            os.makedirs(out_dir, exist_ok=True)
         ckpt_path = os.path.join(out_dir, "checkpoint.npz")
     elif resume:
         raise ValueError("resume: needs out_dir (the folder holding checkpoint.npz)")
@@ -201,17 +302,20 @@ def execute(
     state = _compiled(program, layout, "init")(layout.keys, layout.hparams)
     if layout.sharding is not None:
         state = jax.device_put(state, layout.sharding)
+    if layout.distributed and dataset is not None:  # replicated on every device of the mesh
+        dataset = to_global(dataset, NamedSharding(layout.mesh, PartitionSpec()))
     schedule = program.chunks()
     done_chunks, losses, records = 0, [], []
     last_ckpt = None
-    if resume and os.path.exists(ckpt_path):
-        arrays, meta = ckpt.load_checkpoint(ckpt_path)
+    stored = _read_checkpoint(ckpt_path, layout) if resume else None
+    if stored is not None:
+        arrays, meta = stored
         if meta["fingerprint"] != fingerprint:
             parts = _fingerprint_differences(meta["fingerprint"], fingerprint)
             raise ValueError(f"resume: {ckpt_path} was written by a different run setup (differs in: "
                              f"{', '.join(parts) or 'layout'}); use a new out_dir or start again")
         state = ckpt.arrays_to_tree("state", arrays, state)
-        state = jax.device_put(state, layout.sharding) if layout.sharding is not None else jax.tree.map(jnp.asarray, state)
+        state = to_global(state, layout.sharding) if layout.sharding is not None else jax.tree.map(jnp.asarray, state)
         done_chunks = meta["chunks_done"]
         if done_chunks:
             losses = [arrays["loss"]]
@@ -225,41 +329,45 @@ def execute(
             records = [ckpt.arrays_to_tree("records", arrays, template)]
         last_ckpt = ckpt_path
 
-    if out_dir is not None:
+    if out_dir is not None and layout.writes:
         with open(os.path.join(out_dir, "config.json"), "w") as f:
             json.dump(fingerprint, f, indent=2, sort_keys=True)
 
     def save(chunks_done):
+        host_state, host_keys = to_host((state, layout.keys), layout)  # collective when distributed
+        if not layout.writes:
+            return
         arrays = {
-            **ckpt.tree_to_arrays("state", state),
+            **ckpt.tree_to_arrays("state", host_state),
             **ckpt.tree_to_arrays("records", _concat_records(records, axis)),
             "loss": np.concatenate(losses, axis=-1),
-            "keys": ckpt.to_numpy(layout.keys),
+            "keys": ckpt.to_numpy(host_keys),
         }
         meta = {
             "fingerprint": fingerprint,
             "chunks_done": chunks_done,
             "records_done": _records_done(schedule[:chunks_done]),
-            "step": int(np.max(np.asarray(state.step))),
+            "step": int(np.max(host_state.step)),
         }
         ckpt.save_npz(ckpt_path, arrays, meta)
 
     total = program.total_steps
     steps_done = sum(n * program.record_every + t for _, n, t, _ in schedule[:done_chunks])
-    bar = tqdm(total=total, initial=steps_done, unit="step", delay=2.0, disable=not progress, dynamic_ncols=True,
+    bar = tqdm(total=total, initial=steps_done, unit="step", delay=2.0, disable=not (progress and layout.writes),
+               dynamic_ncols=True,
                desc=f"train ×{layout.n_real}" if batched else "train")
     try:
         for i in range(done_chunks, len(schedule)):
             stage_idx, n_records, tail, _ = schedule[i]
             fn = _compiled(program, layout, "chunk", schedule[i])
             state, chunk_losses, chunk_records, params_finite = fn(state, layout.keys, layout.hparams, dataset)
-            chunk_losses = np.asarray(chunk_losses)
+            chunk_losses, chunk_records, params_finite = to_host((chunk_losses, chunk_records, params_finite), layout)
             chunk_losses = chunk_losses.astype(np.promote_types(chunk_losses.dtype, np.float32))
             n_steps = n_records * program.record_every + tail
-            _check_finite(chunk_losses, np.asarray(params_finite), steps_done, n_steps, layout, last_ckpt,
+            _check_finite(chunk_losses, params_finite, steps_done, n_steps, layout, last_ckpt,
                           checkpointing=ckpt_path is not None)
             losses.append(chunk_losses)
-            records.append(jax.tree.map(np.asarray, chunk_records))
+            records.append(chunk_records)
             steps_done += n_steps
             last = chunk_losses[..., -1]
             bar.set_postfix(stage=program.stages[stage_idx].label,
@@ -276,8 +384,10 @@ def execute(
     finally:
         bar.close()
 
-    final_record = jax.tree.map(np.asarray, _compiled(program, layout, "final")(state, layout.hparams))
+    final_record = to_host(_compiled(program, layout, "final")(state, layout.hparams), layout)
     records.append(jax.tree.map(lambda r: np.expand_dims(r, axis), final_record))
+    if layout.distributed:  # every process returns the whole result, on its own default device
+        state = jax.tree.map(jnp.asarray, to_host(state, layout))
     loss_all = np.concatenate(losses, axis=-1)
     return state, loss_all, _concat_records(records, axis), time.perf_counter() - t0
 
@@ -314,5 +424,6 @@ def run_layout(
         out_dir=None if out_dir is None else os.fspath(out_dir), wall_seconds=wall,
         num_devices=1 if layout.mesh is None else layout.mesh.devices.size,
     )
-    write_outputs(result.out_dir, result)
+    if layout.writes:
+        write_outputs(result.out_dir, result)
     return result

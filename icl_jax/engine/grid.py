@@ -6,6 +6,12 @@ vmaps the single-run program of `icl_jax.engine.program` over it, and shards tha
 collectives). The axis is padded to a multiple of the device count and the padding dropped.
 One CPU, a GPU node and a TPU slice run the same code; a mesh of one device is the fallback.
 
+Under `jax.distributed` (several processes, e.g. one per host) `jax.devices()` is the global
+device list, so the default mesh spans every process: run the same script on every host and
+each host trains the runs on its own devices. Every process gets the whole `TrainResult`;
+only process 0 writes `out_dir` (see `icl_jax.engine.execute`). A sweep over
+`devices=jax.local_devices()` stays local to its process (each process runs and writes it).
+
 Run r of a sweep uses `jax.random.key(seeds[r % n_seeds])` and grid point `r // n_seeds`, so
 it reproduces `train(..., seed=seeds[r % n_seeds], hparams=<that grid point>)`.
 """
@@ -23,7 +29,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from icl_jax.engine.data import DataSource
-from icl_jax.engine.execute import RUN_AXIS, VECTORIZE_MODES, RunLayout, run_layout
+from icl_jax.engine.execute import RUN_AXIS, VECTORIZE_MODES, RunLayout, run_layout, to_global
 from icl_jax.engine.program import LossFn, make_program
 from icl_jax.engine.results import TrainResult
 from icl_jax.engine.runs import numeric_hparam
@@ -112,8 +118,11 @@ def sweep(
       seeds: a count n (seeds 0..n-1) or explicit distinct integer seeds.
       hparams: dict of 1-D arrays of equal length G (zipped grid points; see `product_grid`).
         Each run sees scalars, so stages, init and samplers use them exactly as in `train`.
-      devices: devices to shard the run axis over (default: all of `jax.devices()`); each
-        device gets a contiguous block of runs through `jax.shard_map`.
+      devices: devices to shard the run axis over (default: all of `jax.devices()`, which under
+        `jax.distributed` are the devices of every process); each device gets a contiguous
+        block of runs through `jax.shard_map`. A mesh spanning several processes needs every
+        process to call `sweep` with the same arguments; each returns the whole result, and
+        only process 0 writes `out_dir` (checkpoints, outputs, progress bar).
       vectorize: how the runs on one device are batched. "vmap" (default) vectorises them;
         results equal the single runs up to float32 rounding (XLA picks a different association
         order for some reductions when they gain a batch axis, so the last bit can differ from
@@ -146,8 +155,8 @@ def sweep(
     mesh = mesh if n_dev > 1 else None
     keys = jax.vmap(jax.random.key)(jnp.asarray(run_seed, dtype=jnp.uint32))
     run_hparams = {k: v[run_grid] for k, v in grid.items()}
-    if mesh is not None:
-        keys, run_hparams = jax.device_put((keys, run_hparams), NamedSharding(mesh, PartitionSpec(RUN_AXIS)))
+    if mesh is not None:  # several processes: each builds the shards of its own devices
+        keys, run_hparams = to_global((keys, run_hparams), NamedSharding(mesh, PartitionSpec(RUN_AXIS)))
     elif device is not None:
         keys, run_hparams = jax.device_put((keys, run_hparams), device)
 
