@@ -86,11 +86,26 @@ shared with other jobs: the load from other processes during each path's calls i
 splits both forwards and gradients into layer 1 and selector/classifier. ``code`` records
 the git HEAD, uncommitted files and hashes of the timed model files.
 
+Full model (key ``full_model``; alone with ``--only full_model``): the official Appendix-B recipe
+(``icl_jax.experiments.chen.recipes.FULL``: d=3, L=100, H=3, D=2, paper window M=3, Q/K/OV and
+LayerNorm, self offset, 9000 training sequences, plain SGD at lr 1e−3 on every parameter, the
+recipe's loss and labels: prob_ce, hard). One jitted full-batch SGD step
+(``p − lr·jax.grad(model.loss)``) on the Batch (the position-wise forward, the reference) and on
+its window statistics, timed in the same rounds: ``stats`` = ``model.window_stats(batch)``
+uncompressed, as ``train_chen`` builds the training set once per seed inside the engine's
+``CommonSamples``; ``stats_compressed`` = the same merged on the host (what the test set uses).
+The statistics' one-off cost is reported apart. Check first: float32 loss and gradients of the
+statistics paths vs the position-wise path at the official init and at random parameters
+(relative error max|x − ref| / max|ref| per parameter <= ``--rtol``, ``--rtol-grad-c`` for C).
+Timing as above: warm-up, then ``--rounds`` rounds (1 call per round for the position-wise step,
+10 for the statistics steps), medians.
+
 One JSON object goes to stdout (and to ``--out`` if given); progress to stderr.
 
 Usage:
     python benchmarks/chen.py [--rounds 5] [--engine-steps 20] [--out benchmarks/results/chen_cpu_2core.json]
     python benchmarks/chen.py --quick      # toy size (256 training sequences), smoke test
+    python benchmarks/chen.py --only full_model [--rounds 3]   # the full-model comparison alone (~1 min)
 """
 
 import argparse
@@ -153,8 +168,13 @@ def parse_args(argv=None):
     p.add_argument("--no-profile", action="store_true", help="skip the layer-1 / selector profile")
     p.add_argument("--no-stats", action="store_true",
                    help="skip the window-statistics paths (icl_jax.models.induction_stats) even if available")
+    p.add_argument("--only", choices=("full_model",), default=None,
+                   help="run only this part: full_model = the Appendix-B full-model step, position-wise vs "
+                        "window statistics (default rounds 3)")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
+    if args.only == "full_model" and args.rounds is None and not args.quick:
+        args.rounds = 3
     defaults = (dict(n_train=256, n_dataset=512, rounds=1, engine_steps=3, naive_gen=20, losses="official")
                 if args.quick else
                 dict(n_train=N_TRAIN, n_dataset=N_TOTAL, rounds=5, engine_steps=20, naive_gen=200,
@@ -442,6 +462,173 @@ def profile(batch, p_ours, p_naive):
     return out
 
 
+# ---- the Appendix-B full model: position-wise vs window statistics --------------------------------------
+
+
+def full_model_recipe():
+    """The official full-model recipe (``chen-full-model``): config, model, task and the
+    training loss of ``train_chen`` (the recipe's loss, labels and ε)."""
+    from icl_jax.experiments.chen.common import _loss_kw, chen_model, chen_task
+    from icl_jax.experiments.chen.recipes import FULL
+
+    return FULL, chen_model(FULL), chen_task(FULL), _loss_kw(FULL)
+
+
+def full_random_params(model, key):
+    """float32 parameters away from the official init: random W, C, a, non-identity and
+    non-symmetric Q/K/OV, γ ≈ 1, β ≈ 0 (moderate scales: the classifier softmax stays unsaturated)."""
+    p0 = model.init()
+    keys = dict(zip(sorted(p0), jax.random.split(key, len(p0))))
+    noise = {k: jax.random.normal(keys[k], p0[k].shape) for k in p0}
+    return {"W": p0["W"] + 0.5 * noise["W"], "C": 0.5 * noise["C"], "a": jnp.asarray(2.0) + 0.5 * noise["a"],
+            "Q": 0.5 * noise["Q"], "K": 0.5 * noise["K"], "OV": 0.5 * noise["OV"],
+            "ln_scale": 1.0 + 0.3 * noise["ln_scale"], "ln_bias": 0.3 * noise["ln_bias"]}
+
+
+def check_full_model(model, loss_kw, batch, inputs, rtol, rtol_c):
+    """float32 loss and gradients of every parameter: each statistics input of ``inputs`` vs the
+    position-wise path on ``batch``, at the official init and at random parameters. References:
+    the position-wise path in float32 and in float64 (the exact function; float32 rounding of
+    either path shows against it). A path passes a quantity when it matches either reference to
+    ``rtol`` (``rtol_c`` for the gradient of C), as :func:`check_against_naive`."""
+    loss_fn = jax.value_and_grad(lambda p, b: model.loss(p, b, **loss_kw))
+    vg = jax.jit(loss_fn)
+    with jax.enable_x64(True):
+        vg64 = jax.jit(loss_fn)
+    out = {}
+    for pname, p in (("official_init", model.init()), ("random", full_random_params(model, jax.random.key(11)))):
+        l32, g32 = vg(p, batch)
+        with jax.enable_x64(True):
+            l64, g64 = vg64(jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), p), batch)
+            l64, g64 = np.asarray(l64), jax.tree.map(np.asarray, g64)
+
+        def errs(lo, go, ref_l, ref_g):
+            return {"loss": rel_err(lo, ref_l), **{f"grad_{k}": rel_err(go[k], ref_g[k]) for k in sorted(ref_g)}}
+
+        row = {"loss_position_wise_f32": float(l32), "loss_position_wise_f64": float(l64),
+               "position_wise_f32_vs_f64": errs(l32, g32, l64, g64)}
+        for name, data in inputs.items():
+            lo, go = vg(p, data)
+            if not all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(go)):
+                raise AssertionError(f"full model, {name}: gradient not finite ({pname})")
+            vs32, vs64 = errs(lo, go, l32, g32), errs(lo, go, l64, g64)
+            ok = all(min(vs32[k], vs64[k]) <= (rtol_c if k == "grad_C" else rtol) for k in vs32)
+            row[name] = {"vs_position_wise_f32": vs32, "vs_position_wise_f64": vs64, "ok": bool(ok)}
+            if not ok:
+                raise AssertionError(f"full model: position-wise and {name} disagree ({pname}): {row[name]}")
+        out[pname] = row
+    out["rtol"], out["rtol_grad_C"] = rtol, rtol_c
+    out["what"] = ("relative error max|x − ref| / max|ref| of the loss and of the gradient of every parameter on the "
+                   "training batch, float32 statistics paths vs the position-wise path in float32 and in float64; a "
+                   "path must match either reference to rtol on every quantity (rtol_grad_C for the gradient of C)")
+    return out
+
+
+def full_model_benchmark(args):
+    """One full-batch SGD step of the official full-model recipe: position-wise forward vs window
+    statistics (uncompressed as train_chen's training set, and compressed), timed in the same rounds."""
+    from icl_jax.experiments.chen.common import uses_window_stats
+
+    config, model, task, loss_kw = full_model_recipe()
+    lr = config.stage_lrs[0]
+    if config.stage_groups != ("all",) or len(config.stage_lrs) != 1:
+        raise AssertionError(f"the FULL recipe changed: stages {config.stage_groups}, lrs {config.stage_lrs}")
+    n = args.n_train
+    log(f"full model: {n} training sequences of the FULL recipe's task ...")
+    batch = jax.block_until_ready(jax.jit(lambda k: task.sample(k, n))(jax.random.key(config.seed)))
+    t_raw = timed(lambda: model.window_stats(batch))
+    t_cmp = timed(lambda: model.window_stats(batch, compress=True))
+    inputs = {"stats": t_raw.result, "stats_compressed": t_cmp.result}
+    log("full model: check (float32 loss and gradients, statistics vs position-wise) ...")
+    check = check_full_model(model, loss_kw, batch, inputs, args.rtol, args.rtol_grad_c)
+
+    step = jax.jit(lambda p, b: jax.tree.map(lambda x, g: x - lr * g, p,
+                                             jax.grad(lambda q: model.loss(q, b, **loss_kw))(p)))
+    p0 = model.init()
+    paths = {"position_wise": (batch, 1), "stats": (inputs["stats"], 10),
+             "stats_compressed": (inputs["stats_compressed"], 10)}  # (data, calls per round)
+    compiled, compile_s, flops = {}, {}, {}
+    for name, (data, _) in paths.items():
+        log(f"full model: compile {name} ...")
+        t0 = time.perf_counter()
+        compiled[name] = step.lower(p0, data).compile()
+        compile_s[name] = time.perf_counter() - t0
+        flops[name] = cost_flops(compiled[name])
+    calls = {name: (lambda c=compiled[name], d=data: c(p0, d)) for name, (data, _) in paths.items()}
+    first = {name: timed(call).wall for name, call in calls.items()}  # warm-up
+    walls = {name: [] for name in paths}
+    other = {name: [] for name in paths}
+    for r in range(args.rounds):
+        log(f"full model: round {r + 1}/{args.rounds} ...")
+        for name, (_, n_calls) in paths.items():
+            for _ in range(n_calls):
+                t = timed(calls[name])
+                walls[name].append(t.wall)
+                if t.other is not None:
+                    other[name].append(t.other)
+    ms = 1e3
+    rows = {name: {"ms_per_step_median": statistics.median(w) * ms, "ms_per_step_best": min(w) * ms,
+                   "timed_calls": len(w), "warmup_call_s": first[name], "compile_s": compile_s[name],
+                   "flops": flops[name],
+                   "other_processes_cores_busy_median": statistics.median(other[name]) if other[name] else None}
+            for name, w in walls.items()}
+    ref = rows["position_wise"]["ms_per_step_median"]
+    speedup = {f"position_wise_over_{name}": ref / rows[name]["ms_per_step_median"]
+               for name in ("stats", "stats_compressed")}
+    return {
+        "what": "one jitted full-batch plain-SGD step (all parameters) of the official Appendix-B full-model recipe: "
+                "the position-wise forward (reference) vs window statistics, timed in the same rounds",
+        "config": {"recipe": "icl_jax.experiments.chen.recipes.FULL (chen-full-model)", "model": repr(model),
+                   "n_train": n, "seq_len": task.seq_len, "lr": lr, "loss": loss_kw, "dtype": "float32",
+                   "uses_window_stats": bool(uses_window_stats(model)),
+                   "step": "jax.jit(lambda p, b: tree_map(x - lr*g, p, jax.grad(model.loss)(p, b, **loss_kw)))",
+                   "stats": "model.window_stats(batch): uncompressed, P = L entries per sequence, as train_chen's "
+                            "training set (built once per seed in the engine's CommonSamples)",
+                   "stats_compressed": "model.window_stats(batch, compress=True): equal (code, token) entries merged "
+                                       "on the host (as train_chen's test set)",
+                   "rounds": args.rounds, "calls_per_round": {name: c for name, (_, c) in paths.items()}},
+        "window_stats": {"window_stats_s": t_raw.wall, "window_stats_compressed_s": t_cmp.wall,
+                         "entries_per_sequence_raw": int(inputs["stats"].code_BxP.shape[1]),
+                         "entries_per_sequence_compressed": int(inputs["stats_compressed"].code_BxP.shape[1]),
+                         "what": "once per fixed dataset: window_stats (eager), and window_stats + compression (host) for the "
+                                 "compressed form; not in the per-step times"},
+        "check": check,
+        "steps": rows,
+        "speedup": speedup,
+        "target": {"what": "position-wise ms/step / stats ms/step (the training set as train_chen builds it), medians",
+                   "min": 30.0, "value": speedup["position_wise_over_stats"],
+                   "met": bool(speedup["position_wise_over_stats"] >= 30.0)},
+    }
+
+
+def machine_info(loadavg_start):
+    dev = jax.devices()[0]
+    return {
+        "backend": jax.default_backend(), "device": str(dev), "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax": jax.__version__,
+        "python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+        "loadavg_start": list(loadavg_start), "loadavg_end": list(os.getloadavg()),
+    }
+
+
+def emit(out, path):
+    text = json.dumps(out, indent=2)
+    print(text)
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text + "\n")
+
+
+def log_full_model(fm):
+    s = fm["steps"]
+    log(f"full model: position-wise {s['position_wise']['ms_per_step_median']:.1f} ms/step, stats "
+        f"{s['stats']['ms_per_step_median']:.2f} ms/step ({fm['speedup']['position_wise_over_stats']:.1f}x), "
+        f"compressed {s['stats_compressed']['ms_per_step_median']:.2f} ms/step "
+        f"({fm['speedup']['position_wise_over_stats_compressed']:.1f}x); target >= 30x: "
+        f"{'met' if fm['target']['met'] else 'NOT met'}")
+
+
 # ---- main -----------------------------------------------------------------------------------------------
 
 
@@ -449,6 +636,15 @@ def main(args):
     t_start = time.perf_counter()
     loadavg_start = os.getloadavg()
     code_start = code_state()
+    if args.only == "full_model":
+        fm = full_model_benchmark(args)
+        out = {"benchmark": "Chen Appendix-B full model, full-batch gradient step: position-wise vs window statistics",
+               "argv": sys.argv[1:], "full_model": fm,
+               "code": {**code_start, "changed_during_run": code_state() != code_start},
+               "machine": machine_info(loadavg_start), "total_benchmark_s": time.perf_counter() - t_start}
+        emit(out, args.out)
+        log_full_model(fm)
+        return
     dev = jax.devices()[0]
     log(f"backend {jax.default_backend()}, device {dev}, n_train {args.n_train}, losses {args.losses}")
     ms = 1e3
@@ -661,21 +857,14 @@ def main(args):
         "flops": fl,
         "profile": prof,
         "contention": contention,
-        "code": {**code_start, "changed_during_run": code_state() != code_start},
-        "machine": {
-            "backend": jax.default_backend(), "device": str(dev), "devices": [str(d) for d in jax.devices()],
-            "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax": jax.__version__,
-            "python": platform.python_version(), "processor": platform.processor() or platform.machine(),
-            "loadavg_start": list(loadavg_start), "loadavg_end": list(os.getloadavg()),
-        },
-        "total_benchmark_s": time.perf_counter() - t_start,
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    log("full model (Appendix B): position-wise vs window statistics ...")
+    out["full_model"] = full_model_benchmark(args)
+    out["code"] = {**code_start, "changed_during_run": code_state() != code_start}
+    out["machine"] = machine_info(loadavg_start)
+    out["total_benchmark_s"] = time.perf_counter() - t_start
+    emit(out, args.out)
+    log_full_model(out["full_model"])
     for loss in args.losses:
         rows = {**{g: r[loss] for g, r in ours.items() if loss in r}, **{g: r[loss] for g, r in naive.items() if loss in r}}
         log(f"{loss}: " + ", ".join(f"{g} {r['ms_per_step_median']:.1f}" for g, r in rows.items()) + " ms/step")

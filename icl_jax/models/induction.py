@@ -3,8 +3,8 @@ docs/models.md#chen-induction-model): the static config :class:`InductionModel` 
 model protocol's ``init`` / ``apply`` / ``loss``.
 
 The layers (banded copier, selector, classifier) are in
-:mod:`icl_jax.models.induction_layers`; the window-statistics fast path of the simplified
-model in :mod:`icl_jax.models.induction_stats`.
+:mod:`icl_jax.models.induction_layers`; the window-statistics fast path (simplified and full
+model) in :mod:`icl_jax.models.induction_stats`.
 
 Parameters are a dict whose top-level keys are the engine's groups (the official
 ``--train-cmd`` letters): ``"W"`` RPE logits ``[K, H]`` (row k−1 = offset k; only the live
@@ -69,7 +69,7 @@ class InductionModel(MeanLoss):
     checked eagerly when concrete (``ValueError``); inside ``jit`` the range check is skipped
     unless the call is wrapped by :func:`icl_jax.models.checked` (:mod:`icl_jax.models.tokens`).
     ``per_example_loss`` also accepts the :class:`WindowStats` of a batch (same value, much
-    faster for the simplified model: docs/models.md#window-statistics; not token-checked).
+    faster: docs/models.md#window-statistics; not token-checked).
     """
 
     vocab_size: int
@@ -221,7 +221,8 @@ class InductionModel(MeanLoss):
         self, params: dict, batch, *, loss: str = "prob_ce", labels: str = "hard", eps: float = DEFAULT_EPS
     ) -> jax.Array:
         """Per-sequence loss ``[B]`` of ``batch``: a :class:`~icl_jax.tasks.sampling.Batch`,
-        or the :class:`WindowStats` of one (same value, much faster; simplified model only).
+        or the :class:`WindowStats` of one (same value and gradients, much faster; simplified
+        and full model: docs/models.md#window-statistics).
 
         Args:
           loss: ``"prob_ce"`` (default, the theory's cross-entropy of the output

@@ -402,6 +402,127 @@ def test_a_zero_is_the_in_context_unigram(small_batch):
         np.testing.assert_allclose(_gih(tokens, jnp.ones(tokens.shape, bool), 3, 0.0), unigram, atol=1e-7)
 
 
+# -------------------------------------------------------------- window statistics
+# The sufficient-statistics forward (docs/models.md#window-statistics) against the
+# position-wise one in float64: per-example losses (both losses × both label kinds) and the
+# gradient w.r.t. every parameter, at the official init and at random parameters (vmapped:
+# one compile for both), on host-compressed statistics (merged entries, counts, count-0
+# padding) and on raw statistics computed inside the program (as the engine's samplers do).
+# Compiles dominate (~2.5 s per gradient program), so each case's four losses share one
+# gradient, of Σ_{loss, labels} Σ_b r ℓ with independent random weights r, and each case
+# checks the statistics inputs it needs (raw and compressed run the same forward).
+STATS_CASES = {  # name: (model kwargs, sequence lengths, statistics inputs)
+    "full": (dict(full=True), (16,), ("raw", "compressed")),  # the FULL recipe's model
+    # L = 3 < K = 5: two pads in the query window
+    "full_official_no_relu": (dict(full=True, window="official", relu=False), (16, 3), ("compressed",)),
+    "full_unit_no_self": (dict(full=True, norm="unit", self_offset=False), (16,), ("compressed",)),
+    "paper_M4_self": (dict(window_size=4, self_offset=True), (16,), ("compressed",)),
+    "official_raw": (dict(window="official", include_raw=True), (16,), ("raw",)),
+}
+STATS_B = 8
+LOSS_COMBOS = tuple(itertools.product(LOSSES, ("hard", "soft")))
+
+
+def _stats_results(name):
+    """Per sequence length and input (the Batch, raw and/or compressed statistics): the
+    per-example losses of every (loss, labels) and the gradient of their weighted sum, for
+    the stacked parameter sets (official init, random: N(0, 0.5²) around 0 on every leaf,
+    a ≈ 2, γ ≈ 1; larger random scales saturate the classifier softmax, where float64
+    rounding of the similarities, ~1e−16 relative in both paths, is amplified in the
+    gradient of C beyond 1e−10)."""
+    kw, lengths, inputs = STATS_CASES[name]
+    m = InductionModel(3, 3, 2, **kw)
+    seed = list(STATS_CASES).index(name)
+    params = jax.tree.map(lambda *x: jnp.stack(x), m.init(dtype=F64), _perturbed(m, 40 + seed, scale=0.5))
+    batches = {length: _np_ngram_batch(50 + length, STATS_B, length) for length in lengths}
+    compressed = {length: m.window_stats(b, compress=True) for length, b in batches.items()}
+    r = jnp.asarray(RNG(60 + seed).standard_normal((len(LOSS_COMBOS), STATS_B)))
+
+    def f(p, data):
+        per = [m.per_example_loss(p, data, loss=loss, labels=labels) for loss, labels in LOSS_COMBOS]
+        return sum(jnp.sum(w * x) for w, x in zip(r, per)), per
+
+    vg = jax.vmap(jax.value_and_grad(f, has_aux=True), in_axes=(0, None))
+
+    @_jit
+    def run(ps, batches, compressed):
+        out = {}
+        for length, b in batches.items():
+            data = {"batch": b, "raw": m.window_stats(b), "compressed": compressed[length]}
+            out[length] = {k: vg(ps, data[k]) for k in ("batch", *inputs)}
+        return out
+
+    return m, params, compressed, jax.device_get(run(params, batches, compressed))
+
+
+@pytest.mark.parametrize("name", list(STATS_CASES))
+def test_window_stats_equal_the_position_wise_model(name):
+    m, params, compressed, results = _stats_results(name)
+    for length, res in results.items():
+        (_, per_ref), g_ref = res["batch"]
+        for kind in STATS_CASES[name][2]:
+            (_, per), grads = res[kind]
+            for i, (loss, labels) in enumerate(LOSS_COMBOS):
+                assert per_ref[i].shape == (2, STATS_B) and np.all(np.isfinite(per_ref[i]))
+                np.testing.assert_allclose(per[i], per_ref[i], rtol=1e-10, atol=0,
+                                           err_msg=f"{name}, L={length}, {kind}, {loss}, {labels}")
+            assert set(grads) == set(params)
+            for k, g in grads.items():
+                for j, pset in enumerate(("official init", "random")):
+                    want = g_ref[k][j]
+                    assert np.all(np.isfinite(want))
+                    np.testing.assert_allclose(g[j], want, rtol=1e-10, atol=1e-12 * np.max(np.abs(want)),
+                                               err_msg=f"{name}, L={length}, {kind}, {pset}: gradient of {k}")
+        # the comparison is not vacuous: every parameter is live (LayerNorm's only with LayerNorm)
+        unused = {"ln_scale", "ln_bias"} if m.norm_kind == "unit" else set()
+        for k, g in g_ref.items():
+            assert np.all(np.max(np.abs(g.reshape(2, -1)), axis=1) > 0) == (k not in unused), (k, length)
+        stats = compressed[length]
+        assert stats.query_pads == max(0, m.max_offset - length)
+        if length > m.max_offset:  # repeated (code, token) pairs were merged, short rows padded with count 0
+            count = np.asarray(stats.count_BxP)
+            assert stats.code_BxP.shape[1] < length and np.any(count > 1) and np.any(count == 0)
+
+
+def test_window_stats_gather_with_table_copies_is_the_plain_gather():
+    """Large batches read per-sequence copies of the table (a better-conditioned float32
+    gradient, induction_stats._gather): the value and the gradient are the plain gather's
+    (gradient: the scatter-add of the cotangents, np.add.at)."""
+    from icl_jax.models.induction_stats import MIN_GRADIENT_COPIES, _gather
+
+    rng = RNG(70)
+    table = jnp.asarray(rng.standard_normal((3, 4)))
+    index = jnp.asarray(rng.integers(0, 12, (64, 10)))
+    assert 64 * 10 // (2 * 12) >= MIN_GRADIENT_COPIES  # the copies are used
+    cot = rng.standard_normal((64, 10))
+    value, vjp = jax.vjp(lambda t: _gather(t, index), table)
+    np.testing.assert_array_equal(value, np.asarray(table).reshape(-1)[np.asarray(index)])
+    want = np.zeros(12)
+    np.add.at(want, np.asarray(index), cot)
+    np.testing.assert_allclose(vjp(jnp.asarray(cot))[0], want.reshape(3, 4), rtol=1e-13, atol=1e-13)
+
+
+def test_window_stats_table_size_counts_the_own_token_digit():
+    """The full model's table has d times the columns (the x_l digit): d = 3, K = 6 fits the
+    simplified model (3^6·4^6 ≈ 3.0M entries) but not the full one (≈ 8.9M > 2^22), which falls
+    back to the position-wise forward; the FULL recipe (K = 3: 27 × 3·64) trains on statistics."""
+    from icl_jax.experiments.chen.common import chen_model, uses_window_stats
+    from icl_jax.experiments.chen.recipes import FULL
+    from icl_jax.models.induction_stats import MAX_TABLE_ENTRIES, table_entries
+
+    full = chen_model(FULL)
+    assert full.full and full.use_self_offset and full.max_offset == 3
+    assert uses_window_stats(full) and table_entries(full) == 27 * 64 * 3
+    wide = InductionModel(3, 6, 2)
+    wide_full = InductionModel(3, 6, 2, full=True)
+    assert table_entries(wide) <= MAX_TABLE_ENTRIES < table_entries(wide_full) == 3 * table_entries(wide)
+    assert uses_window_stats(wide) and not uses_window_stats(wide_full)
+    batch = _np_ngram_batch(0, 2, 8)
+    wide.window_stats(batch)
+    with pytest.raises(ValueError, match="similarity table would have"):
+        wide_full.window_stats(batch)
+
+
 # ------------------------------------------------------------------- losses
 LOG_E2 = math.log(math.e + 2)
 

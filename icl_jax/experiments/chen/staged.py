@@ -63,12 +63,12 @@ class StagedConfig(ChenConfig):
                     "chen-cw-a, which have no overlay)"
                 ) from None
         super().check()
-        if self.stage_groups[0] == "C" and not uses_window_stats(chen_model(self)):
+        if self.stage_groups[0] == "C" and (self.full_model or not uses_window_stats(chen_model(self))):
             raise ValueError(
                 f"full_model={self.full_model}, vocab_size={self.vocab_size}, num_heads={self.num_heads}: the stage-I "
-                "theory overlay (first-order G_S, exact flow) runs on window statistics, which need the simplified "
-                "model and a similarity table of at most "
-                f"{MAX_TABLE_ENTRIES} entries; train this model with chen-cwa or chen-cw-a")
+                "theory overlay (first-order G_S, exact flow) is for the simplified model and runs on window "
+                f"statistics (a similarity table of at most {MAX_TABLE_ENTRIES} entries); train this model with "
+                "chen-cwa or chen-cw-a")
         if self.stage_groups[0] == "C" and self.flow_size > self.num_train:
             raise ValueError(f"flow_size ({self.flow_size}) must be <= num_train ({self.num_train}): the stage-I "
                              "gradient flow runs on the first flow_size training sequences")
