@@ -15,6 +15,12 @@ evaluation scale with the steps (the record interval is the official one), so th
 ``per_step``; baselines, theory, flows and figures are in ``fixed``. ``train_share`` splits the
 longer prefix's wall time into the engine's training loop (compiles included) and the rest.
 
+Each child calls :func:`icl_jax.engine.cores.use_cpu_cores` first, as the ``icl-jax``
+command line does (one XLA host device per core; a sweep shards its runs over them). An
+experiment that ``icl-jax reproduce`` runs on another's trained model (``chen-generalization``
+on ``chen-cw-a``'s run, ``icl_jax.cli._REUSES``) is measured once on the longer prefix run of
+that experiment: its cost has no training part, so it is projected as that one wall time.
+
 Experiments without a step schedule (``data-baselines``) run once, in full. Each result is
 written to ``--out`` as soon as it is measured (so a killed run keeps what it measured; rerun
 with ``--only`` for the rest). One JSON object goes to stdout at the end.
@@ -33,6 +39,8 @@ import tempfile
 import time
 
 import matplotlib
+
+from icl_jax.cli import _REUSES
 
 matplotlib.use("Agg")
 
@@ -66,6 +74,8 @@ _CHILD = """
 import json, sys, time
 import matplotlib
 matplotlib.use("Agg")
+from icl_jax.engine.cores import use_cpu_cores
+use_cpu_cores()  # as the icl-jax command line does: one XLA host device per core
 from icl_jax.experiments import get_experiment, run_experiment
 name, config, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 exp = get_experiment(name)
@@ -83,21 +93,35 @@ def _run(exp, config, root):
     if proc.returncode != 0:
         raise RuntimeError(f"{exp.name}: the timed run failed:\n{proc.stderr[-3000:]}")
     timing = json.loads(proc.stdout.strip().splitlines()[-1])
-    return timing["wall_s"], timing["train_loop_s"]
+    return timing["wall_s"], timing["train_loop_s"], out
 
 
-def measure(exp, scales, root) -> dict:
+def measure(exp, scales, root, folders) -> dict:
+    """Project ``exp``'s official wall time; ``folders`` maps each measured experiment to the
+    run folder of its longer prefix (an experiment that reuses another's trained run, as
+    ``icl-jax reproduce`` does, is timed once on that folder: its cost has no training part)."""
     official = exp.official
     field, steps, every = _schedule(official)
     if field is None:
-        wall, _ = _run(exp, official, root)
+        wall, _, _ = _run(exp, official, root)
         return {"projected_s": wall, "measured_in_full": True}
+    source = _REUSES.get(exp.name)
+    if source in folders:
+        folder, n = folders[source]
+        config, n_own = _prefix(official, n / sum(steps))
+        if n_own != n:
+            raise ValueError(f"{exp.name}: its prefix ({n_own} steps) does not match {source}'s ({n})")
+        wall, _, _ = _run(exp, config.replace(trained_run=folder), root)
+        print(f"[full_scale] {exp.name}: reuses {source}'s run, {wall:.1f} s", file=sys.stderr, flush=True)
+        return {"official_steps": sum(steps), "reuses": source, "projected_s": wall,
+                "note": f"evaluates the trained {source} run as icl-jax reproduce does (no training)"}
     total = sum(steps)
     smallest = max(every * len(steps), 1)
     points = []
     for scale in scales:
         config, n = _prefix(official, scale * smallest / total)
-        wall, train = _run(exp, config, root)
+        wall, train, out = _run(exp, config, root)
+        folders[exp.name] = (out, n)
         points.append({"steps": n, "wall_s": wall, "train_loop_s": train})
         print(f"[full_scale] {exp.name}: {n} steps in {wall:.1f} s", file=sys.stderr, flush=True)
     (p, q) = points[0], points[-1]
@@ -126,12 +150,16 @@ def main():
                         help="the two prefix lengths, in units of the smallest admissible prefix")
     args = parser.parse_args()
 
+    from icl_jax.engine.cores import use_cpu_cores
+
+    use_cpu_cores()  # the children do the same (as the icl-jax command line)
     import jax
 
     from icl_jax.experiments import get_experiment, list_experiments
 
     names = args.only or [e.name for e in list_experiments()]
-    experiments = [get_experiment(n) for n in names]
+    # an experiment that reuses another's trained run is measured after it (as reproduce runs them)
+    names = sorted(names, key=lambda n: (n in _REUSES and _REUSES[n] in names, names.index(n)))
     report = {"machine": {"cpu_count": os.cpu_count(), "backend": jax.default_backend(),
                           "devices": len(jax.devices())},
               "method": "two-prefix linear projection of run_experiment wall time (see the module docstring)",
@@ -140,9 +168,11 @@ def main():
         with open(args.out) as f:
             previous = json.load(f)
         report["experiments"] = {k: v for k, v in previous.get("experiments", {}).items() if k not in names}
+    experiments = [get_experiment(n) for n in names]
+    folders = {}
     with tempfile.TemporaryDirectory() as root:
         for exp in experiments:
-            report["experiments"][exp.name] = measure(exp, args.prefix_scale, root)
+            report["experiments"][exp.name] = measure(exp, args.prefix_scale, root, folders)
             report["total_projected_s"] = sum(v["projected_s"] for v in report["experiments"].values())
             report["total_projected_h"] = report["total_projected_s"] / 3600
             if args.out:

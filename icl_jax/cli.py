@@ -441,6 +441,11 @@ _TASK_DEFAULTS = {"tree": (10, 20), "dag": (5, 32), "ngram": (3, 100)}
 
 
 def main(argv=None) -> int:
+    # One XLA host device per core before the first computation, so a sweep's runs use every
+    # core (icl_jax.engine.cores); an XLA_FLAGS device count set by the user is kept.
+    from icl_jax.engine.cores import use_cpu_cores
+
+    use_cpu_cores()
     # The CLI only writes figure files: a non-interactive backend, chosen here and not at
     # import time of the library (a notebook importing icl_jax keeps its own backend).
     import matplotlib

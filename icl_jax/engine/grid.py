@@ -100,7 +100,7 @@ def sweep(
     seeds: int | Sequence[int] = 1,
     hparams: Mapping[str, Any] | None = None,
     devices: Sequence[jax.Device] | None = None,
-    vectorize: str = "vmap",
+    vectorize: str = "auto",
     metrics: Callable | None = None,
     record_every: int = 1,
     label_fn: LabelFn = top_level_labels,
@@ -120,10 +120,14 @@ def sweep(
         Each run sees scalars, so stages, init and samplers use them exactly as in `train`.
       devices: devices to shard the run axis over (default: all of `jax.devices()`, which under
         `jax.distributed` are the devices of every process); each device gets a contiguous
-        block of runs through `jax.shard_map`. A mesh spanning several processes needs every
+        block of runs through `jax.shard_map`. In one process, a sweep of fewer runs than
+        devices uses only the first n_runs of the default devices (no duplicated padding runs).
+        A mesh spanning several processes needs every
         process to call `sweep` with the same arguments; each returns the whole result, and
         only process 0 writes `out_dir` (checkpoints, outputs, progress bar).
-      vectorize: how the runs on one device are batched. "vmap" (default) vectorises them;
+      vectorize: how the runs on one device are batched. "auto" (default): "map" on CPU
+        devices, "vmap" on accelerators (measured in benchmarks/sweep.py and
+        benchmarks/nichani.py). "vmap" vectorises them;
         results equal the single runs up to float32 rounding (XLA picks a different association
         order for some reductions when they gain a batch axis, so the last bit can differ from
         `train`). "map" runs them one after another through the single-run program (a while
@@ -137,17 +141,23 @@ def sweep(
       A TrainResult whose arrays have leading axes (G, n_seeds): `loss` is (G, N, steps),
       metric leaves (G, N, n_records, ...), parameter leaves (G, N, ...).
     """
-    if vectorize not in VECTORIZE_MODES:
-        raise ValueError(f"vectorize: must be one of {VECTORIZE_MODES}, got {vectorize!r}")
+    if vectorize not in VECTORIZE_MODES + ("auto",):
+        raise ValueError(f"vectorize: must be 'auto' or one of {VECTORIZE_MODES}, got {vectorize!r}")
     seeds = _seeds(seeds)
     grid, n_grid = _grid(hparams)
     n_seeds = len(seeds)
+    n_runs = n_grid * n_seeds
     example = {k: v[0] for k, v in grid.items()}
     program = make_program(loss_fn, init, stages, data, metrics=metrics, label_fn=label_fn,
                            record_every=record_every, chunk_steps=chunk_steps, hparams_example=example)
+    if devices is None and jax.process_count() == 1 and n_runs < jax.device_count():
+        devices = jax.devices()[:n_runs]  # a padding run would only compete for the cores
     mesh = run_mesh(devices)
     n_dev = mesh.devices.size
-    n_runs = n_grid * n_seeds
+    if vectorize == "auto":
+        # on a CPU one run of batch ~10^3 keeps a core busy: runs one after another per device
+        # (each device its own thread) beat one vmapped working set n times larger
+        vectorize = "map" if mesh.devices.flat[0].platform == "cpu" else "vmap"
     n_pad = -(-n_runs // n_dev) * n_dev
     run = np.minimum(np.arange(n_pad), n_runs - 1)  # padding repeats the last run
     run_grid, run_seed = run // n_seeds, np.asarray(seeds)[run % n_seeds]
