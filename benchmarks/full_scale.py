@@ -4,8 +4,9 @@ For every registered experiment's **official** preset (the paper's recipe, uncha
 its length), the whole experiment (``run_experiment``: test set, training with its recorded
 metrics, baselines, theory, figures) runs twice on a short prefix of its step schedule, each time in a fresh process (so both runs
 compile, as a real run does, and the compiles cancel in the slope), at
-``a`` and ``b`` times the smallest admissible prefix (every stage scaled by the same fraction,
-each at least one record interval). The wall time is linear in the number of training steps,
+``a`` and ``b`` times a base prefix (every stage scaled by the same fraction, each at least
+one record interval; the base is at least ``--min-fraction`` of the recipe, so that fast steps
+add up to seconds between the two prefixes). The wall time is linear in the number of training steps,
 
     T(n) = fixed + n × per_step,
 
@@ -27,7 +28,7 @@ with ``--only`` for the rest). One JSON object goes to stdout at the end.
 
 Usage:
     python benchmarks/full_scale.py [--out benchmarks/results/full_scale_before_cpu_2core.json]
-                                    [--only NAME ...] [--prefix-scale 1 2]
+                                    [--only NAME ...] [--prefix-scale 1 3] [--min-fraction 0.02]
 """
 
 import argparse
@@ -96,7 +97,7 @@ def _run(exp, config, root):
     return timing["wall_s"], timing["train_loop_s"], out
 
 
-def measure(exp, scales, root, folders) -> dict:
+def measure(exp, scales, root, folders, min_fraction) -> dict:
     """Project ``exp``'s official wall time; ``folders`` maps each measured experiment to the
     run folder of its longer prefix (an experiment that reuses another's trained run, as
     ``icl-jax reproduce`` does, is timed once on that folder: its cost has no training part)."""
@@ -107,8 +108,8 @@ def measure(exp, scales, root, folders) -> dict:
         return {"projected_s": wall, "measured_in_full": True}
     source = _REUSES.get(exp.name)
     if source in folders:
-        folder, n = folders[source]
-        config, n_own = _prefix(official, n / sum(steps))
+        folder, fraction, n = folders[source]
+        config, n_own = _prefix(official, fraction)
         if n_own != n:
             raise ValueError(f"{exp.name}: its prefix ({n_own} steps) does not match {source}'s ({n})")
         wall, _, _ = _run(exp, config.replace(trained_run=folder), root)
@@ -116,12 +117,15 @@ def measure(exp, scales, root, folders) -> dict:
         return {"official_steps": sum(steps), "reuses": source, "projected_s": wall,
                 "note": f"evaluates the trained {source} run as icl-jax reproduce does (no training)"}
     total = sum(steps)
-    smallest = max(every * len(steps), 1)
+    # the shorter prefix: at least one record interval per stage and `min_fraction` of the
+    # recipe (a step of a few ms must add up to seconds over the difference of the prefixes)
+    base = max(every * len(steps) / total, min_fraction)
     points = []
     for scale in scales:
-        config, n = _prefix(official, scale * smallest / total)
+        fraction = scale * base
+        config, n = _prefix(official, fraction)
         wall, train, out = _run(exp, config, root)
-        folders[exp.name] = (out, n)
+        folders[exp.name] = (out, fraction, n)
         points.append({"steps": n, "wall_s": wall, "train_loop_s": train})
         print(f"[full_scale] {exp.name}: {n} steps in {wall:.1f} s", file=sys.stderr, flush=True)
     (p, q) = points[0], points[-1]
@@ -147,7 +151,9 @@ def main():
     parser.add_argument("--out", default=None, help="JSON file, updated after every experiment")
     parser.add_argument("--only", nargs="*", default=None, help="registered experiment names (default: all)")
     parser.add_argument("--prefix-scale", nargs=2, type=float, default=(1.0, 3.0),
-                        help="the two prefix lengths, in units of the smallest admissible prefix")
+                        help="the two prefix lengths, in units of the shorter-prefix base")
+    parser.add_argument("--min-fraction", type=float, default=0.02,
+                        help="the base is at least this fraction of the official steps (default 0.02)")
     args = parser.parse_args()
 
     from icl_jax.engine.cores import use_cpu_cores
@@ -163,7 +169,7 @@ def main():
     report = {"machine": {"cpu_count": os.cpu_count(), "backend": jax.default_backend(),
                           "devices": len(jax.devices())},
               "method": "two-prefix linear projection of run_experiment wall time (see the module docstring)",
-              "prefix_scale": list(args.prefix_scale), "experiments": {}}
+              "prefix_scale": list(args.prefix_scale), "min_fraction": args.min_fraction, "experiments": {}}
     if args.out and os.path.exists(args.out):
         with open(args.out) as f:
             previous = json.load(f)
@@ -172,7 +178,7 @@ def main():
     folders = {}
     with tempfile.TemporaryDirectory() as root:
         for exp in experiments:
-            report["experiments"][exp.name] = measure(exp, args.prefix_scale, root, folders)
+            report["experiments"][exp.name] = measure(exp, args.prefix_scale, root, folders, args.min_fraction)
             report["total_projected_s"] = sum(v["projected_s"] for v in report["experiments"].values())
             report["total_projected_h"] = report["total_projected_s"] / 3600
             if args.out:

@@ -12,10 +12,12 @@ Parameters are a plain dict ``{"A1": [m_1, d_0, d_0], …, "AL": [m_L, d_{L−1}
 (S, T, heads) is read from the arrays.
 
 :meth:`CatFormer.apply` computes only what the readout needs, exactly: layer 1 exploits the
-one-hot embedding (scores are gathers of rows of A, no d_0-wide matmuls), and the last layer
-is evaluated at the query position only (one row of attention instead of T). It equals the
-naive full-attention design of the official code (:mod:`icl_jax.models.reference`) up to
-float rounding (tested).
+one-hot embedding (scores from S-wide products, no d_0-wide matmuls), the last layer is
+evaluated at the query position only (one row of attention instead of T), and a two-layer
+model never builds its layer-1 stream: layer 2 reads each layer-1 attention map through two
+matrix–vector products (:func:`_logits_two_layer`). It equals the naive full-attention design
+of the official code (:mod:`icl_jax.models.reference`) up to float rounding, and the general
+path of any depth in float64 (tested).
 """
 
 from __future__ import annotations
@@ -260,28 +262,76 @@ def attend_all(h_BxTxD: jax.Array, a_HxDxD: jax.Array) -> tuple[jax.Array, jax.A
 
 
 def _layer1(a_HxDxD: jax.Array, tokens_BxT: jax.Array, s: int) -> tuple[jax.Array, jax.Array]:
-    """Layer 1 on the one-hot embedding, by gathers (exact).
-
-    h_iᵀ A h_j = A[x_i, x_j] + A[x_i, S+j] + A[S+i, x_j] + A[S+i, S+j]; the head output is
-    [Σ_j s_ij e_{x_j}; s_i·] (token part, position part)."""
+    """Layer 1 on the one-hot embedding (exact): the attention of :func:`_layer1_attention` and
+    the head outputs [Σ_j s_ij e_{x_j}; s_i·] (token part, position part), ``[B, T, H·d0]``."""
     b, t = tokens_BxT.shape
-    # q_i = h_iᵀ A = A[x_i, :] + A[S+i, :]  ([B, H, T, d0])
-    q = jnp.take(a_HxDxD, tokens_BxT, axis=1) + a_HxDxD[:, s:, :][:, None]
-    q = jnp.moveaxis(q, 0, 1)
-    # scores u_ij = q_i[x_j] + q_i[S + j]
-    idx = jnp.broadcast_to(tokens_BxT[:, None, None, :], q.shape[:3] + (t,))
-    u = jnp.take_along_axis(q[..., :s], idx, axis=-1) + q[..., s:]
-    attn = _causal_softmax(u)  # [B, H, T, T]
     onehot = jax.nn.one_hot(tokens_BxT, s, dtype=a_HxDxD.dtype)
+    attn = _layer1_attention(a_HxDxD, onehot)  # [B, H, T, T]
     tok = jnp.einsum("bhij,bjs->bihs", attn, onehot)
     out = jnp.concatenate([tok, jnp.moveaxis(attn, 1, 2)], axis=-1)  # [B, T, H, d0]
     return out.reshape(b, t, -1), attn
+
+
+def _layer1_attention(a_HxDxD: jax.Array, onehot_BxTxS: jax.Array) -> jax.Array:
+    """Layer-1 attention ``[B, H, T, T]`` on the one-hot embedding, by small matmuls (exact).
+
+    q_i = h_iᵀA = onehot(x_i)ᵀA[:S] + A[S+i] (one [B·T, S] × [S, d_0] matmul per head), and
+    u_ij = q_i[x_j] + q_i[S+j] (a [T, S] × [S, T] product per sequence). Matmuls instead of row
+    and element gathers: their gradients are matmuls too, where a gather's is a scatter-add that
+    XLA:CPU runs element by element (2-3× slower per training step at the papers' sizes)."""
+    s = onehot_BxTxS.shape[-1]
+    q = jnp.einsum("bts,hsd->bhtd", onehot_BxTxS, a_HxDxD[:, :s, :]) + a_HxDxD[:, s:, :][None]
+    u = jnp.einsum("bhis,bjs->bhij", q[..., :s], onehot_BxTxS) + q[..., s:]
+    return _causal_softmax(u)
+
+
+def _logits_two_layer(layers: list, w: jax.Array, tokens_BxT: jax.Array, s: int, t: int) -> jax.Array:
+    """Next-token logits of a two-layer CatFormer without materialising the layer-1 stream.
+
+    With h_j = [e_{x_j}; e_j; (tok_{j,h}; attn_h[j, ·])_h] and tok_{j,h} = Σ_k attn_h[j,k] e_{x_k},
+    layer-2 head g at the query (q_g = A2_gᵀ h_{T−1}, split into blocks like h) scores
+
+        u_g[j] = q_g,tok[x_j] + q_g,pos[j] + Σ_h Σ_k attn_h[j,k] v_{g,h}[k],
+        v_{g,h}[k] = q_{g,h,tok}[x_k] + q_{g,h,pos}[k],
+
+    and its output Σ_j σ_g[j] h_j has the blocks [Σ_j σ_g[j] e_{x_j}; σ_g; (Σ_k r_{g,h}[k] e_{x_k};
+    r_{g,h})_h] with r_{g,h} = σ_gᵀ attn_h. So layer 2 costs two matrix–vector products with each
+    layer-1 attention map per sequence instead of the [B, T, d_1] stream (exact: same sums,
+    reassociated; tested against the general path and the naive design)."""
+    a1, a2 = layers
+    h1, h2 = a1.shape[0], a2.shape[0]
+    b = tokens_BxT.shape[0]
+    onehot = jax.nn.one_hot(tokens_BxT, s, dtype=w.dtype)  # [B, T, S]
+    attn = _layer1_attention(a1, onehot)  # [B, H1, T, T]
+    eye_t = jnp.eye(t, dtype=w.dtype)
+    # the query's stream h_{T−1} = [e_x; e_{T−1}; (tok_{T−1,h}; attn_h[T−1, ·])_h]
+    last = attn[:, :, -1, :]  # [B, H1, T]
+    tok_last = jnp.einsum("bhk,bks->bhs", last, onehot)
+    h_q = jnp.concatenate([onehot[:, -1], jnp.broadcast_to(eye_t[-1], (b, t)),
+                           jnp.concatenate([tok_last, last], axis=-1).reshape(b, -1)], axis=-1)  # [B, d1]
+    q = jnp.einsum("bd,gde->bge", h_q, a2)  # [B, H2, d1]
+    q_tok, q_pos = q[..., :s], q[..., s : s + t]
+    q_heads = q[..., s + t :].reshape(b, h2, h1, s + t)  # [B, H2, H1, S+T]
+    v = jnp.einsum("bghs,bks->bghk", q_heads[..., :s], onehot) + q_heads[..., s:]  # [B, H2, H1, T]
+    u = jnp.einsum("bgs,bjs->bgj", q_tok, onehot) + q_pos + jnp.einsum("bhjk,bghk->bgj", attn, v)
+    sigma = jax.nn.softmax(u, axis=-1)  # [B, H2, T]: the query attends to every position
+    r = jnp.einsum("bgj,bhjk->bghk", sigma, attn)  # [B, H2, H1, T]
+    out_heads = jnp.concatenate([jnp.einsum("bghk,bks->bghs", r, onehot), r], axis=-1).reshape(b, h2, -1)
+    o = jnp.concatenate([jnp.einsum("bgj,bjs->bgs", sigma, onehot), sigma, out_heads], axis=-1)  # [B, H2, d1]
+    return jnp.concatenate([h_q, o.reshape(b, -1)], axis=-1) @ w
 
 
 def _logits(params: dict, tokens_BxT: jax.Array) -> jax.Array:
     """Next-token logits at the last position (efficient, exact forward)."""
     s, t = _check_shapes(params, tokens_BxT)
     layers, w = _split(params)
+    if len(layers) == 2:
+        return _logits_two_layer(layers, w, tokens_BxT, s, t)
+    return _logits_general(layers, w, tokens_BxT, s, t)
+
+
+def _logits_general(layers: list, w: jax.Array, tokens_BxT: jax.Array, s: int, t: int) -> jax.Array:
+    """Any depth: layer 1 on the one-hot embedding, the middle layers dense, the last at the query only."""
     dtype = w.dtype
     b = tokens_BxT.shape[0]
     h = catformer_embed(tokens_BxT, s, dtype)

@@ -215,12 +215,15 @@ def test_repeated_train_calls_compile_once(toy, fixed):
     # The loss must be traced exactly three times: by the config-time shape check and as the
     # step of the single-run program (the first `train`; it cannot trace fewer), then as the
     # step of the vmapped program (the sweep). A retrace for a new seed or learning rate, or a
-    # second trace for the 4 × 3 grid, is a fourth trace and raises.
+    # second trace for the 4 × 3 grid, is a fourth trace and raises. (The sequential "map"
+    # mode, the CPU default, traces its program twice: once for the output buffers' shapes,
+    # once as the loop body; it is compiled once.)
     loss = chex.assert_max_traces(toy.loss, n=3)
     stages = [E.Stage(4, learning_rate="lr")]
     for seed, lr in [(0, 0.1), (1, 0.2), (2, 0.3), (9, 0.5)]:
         E.train(loss, toy.init, stages, fixed, seed=seed, hparams={"lr": lr}, progress=False)
-    E.sweep(loss, toy.init, stages, fixed, seeds=3, hparams={"lr": [0.1, 0.2, 0.3, 0.4]}, progress=False)
+    E.sweep(loss, toy.init, stages, fixed, seeds=3, hparams={"lr": [0.1, 0.2, 0.3, 0.4]}, progress=False,
+            vectorize="vmap")
 
 
 def test_refine_stages_keeps_flow_time():

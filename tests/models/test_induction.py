@@ -523,7 +523,33 @@ def test_window_stats_table_size_counts_the_own_token_digit():
         wide_full.window_stats(batch)
 
 
+@pytest.mark.parametrize("full", [False, True])
+def test_on_device_compression_equals_the_host_compression(full):
+    """compress_window_stats_to (traced, static width) gives exactly the host
+    compress_window_stats (same entries, same order, same counts) at the width
+    compressed_width reports, so train_chen's training sets are the host-compressed ones; one
+    slot too few poisons the overflowing sequences with NaN counts (no entry silently lost)."""
+    from icl_jax.models.induction_stats import compress_window_stats, compress_window_stats_to, compressed_width
+
+    model = InductionModel(3, 3, 2, full=full)
+    batch = _np_ngram_batch(3, 300, 40)
+    stats = model.window_stats(batch)
+    host = compress_window_stats(stats)
+    width = compressed_width(stats)
+    assert width == host.code_BxP.shape[1] < 40  # entries are merged
+    dev = jax.jit(lambda s: compress_window_stats_to(s, width, model.vocab_size))(stats)
+    for field in ("query_B", "code_BxP", "token_BxP", "count_BxP", "label_B"):
+        np.testing.assert_array_equal(np.asarray(getattr(dev, field)), np.asarray(getattr(host, field)), err_msg=field)
+    short = compress_window_stats_to(stats, width - 1, model.vocab_size)
+    lost = np.isnan(np.asarray(short.count_BxP)).any(axis=1)
+    distinct = np.asarray(host.count_BxP > 0).sum(axis=1)
+    np.testing.assert_array_equal(lost, distinct == width)
+
+
 # ------------------------------------------------------------------- losses
+
+
+
 LOG_E2 = math.log(math.e + 2)
 
 

@@ -508,3 +508,32 @@ def test_apply_refuses_params_of_another_shape():
     reduced = ReducedModel(4, 6).init(KEY)
     with pytest.raises(ValueError, match="params"):
         ReducedModel(4, 7).apply(reduced, jnp.zeros((2, 7), jnp.int32))
+
+
+@pytest.mark.parametrize("heads", [(1, 1), (2, 1), (1, 3), (3, 2)])
+def test_two_layer_path_equals_the_general_path_in_float64(heads, batch):
+    """The two-layer forward that never builds the layer-1 stream (catformer._logits_two_layer)
+    equals the general stream-building path and the naive dense design in float64: logits and
+    the gradient of the loss w.r.t. every parameter (rtol 1e-12)."""
+    from icl_jax.models import catformer as cf
+
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), _random_catformer(21, heads))
+        b64 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, batch)
+        x = b64.tokens_BxT
+
+        def general(p, tokens):
+            layers, w = cf._split(p)
+            return cf._logits_general(layers, w, tokens, S, T)
+
+        forwards = {"two_layer": CatFormer(S, T, heads).apply, "general": general, "naive": catformer_logits_naive}
+        logits = {k: f(params, x) for k, f in forwards.items()}
+        grads = {k: jax.grad(lambda p, f=f: _ce(f(p, x), b64))(params) for k, f in forwards.items()}
+        assert np.std(np.asarray(logits["two_layer"])) > 0.1
+        assert min(np.abs(np.asarray(g)).max() for g in jax.tree.leaves(grads["two_layer"])) > 1e-6
+        for other in ("general", "naive"):
+            np.testing.assert_allclose(logits["two_layer"], logits[other], rtol=1e-12, atol=1e-12)
+            for name in params:
+                scale = np.abs(np.asarray(grads[other][name])).max()
+                np.testing.assert_allclose(grads["two_layer"][name], grads[other][name], rtol=1e-12,
+                                           atol=1e-12 * scale, err_msg=f"{other}: {name}")
