@@ -178,8 +178,8 @@ def test_reproduce_resume_continues_started_runs_and_starts_the_others(tmp_path,
 
 def test_reproduce_evaluates_the_cw_a_run_in_generalization_instead_of_training_it_again(tmp_path, monkeypatch):
     """`reproduce`: chen-generalization runs after chen-cw-a and gets its folder as trained_run
-    (both presets train the same recipe); `icl-jax run chen-generalization --set trained_run=DIR`
-    does the same by hand."""
+    (both presets train the same recipe). (`--set trained_run=DIR` by hand goes through
+    run_experiment, tested in tests/experiments/test_chen_experiments.py.)"""
     import dataclasses
 
     import icl_jax.experiments as experiments
@@ -214,12 +214,3 @@ def test_reproduce_evaluates_the_cw_a_run_in_generalization_instead_of_training_
     assert "| chen-generalization | training | not rerun: the trained model of the chen-cw-a run" in (
         out / "summary.md").read_text()
 
-    # by hand, through the command line parser
-    text = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)  # noqa: E731
-    sets = [a for k, v in {**tiny, **gen_tiny}.items() for a in ("--set", f"{k}={text(v)}")]
-    by_hand = tmp_path / "by_hand"
-    assert main(["run", "chen-generalization", "--quick", *sets, "--set", f"trained_run={out / 'chen-cw-a'}",
-                 "--out", str(by_hand)]) == 0
-    assert trains == []
-    hand_metrics = json.loads((by_hand / "metrics.json").read_text())
-    assert hand_metrics["by_length"] == gen_metrics["by_length"] and hand_metrics["by_alpha"] == gen_metrics["by_alpha"]

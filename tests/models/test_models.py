@@ -510,7 +510,7 @@ def test_apply_refuses_params_of_another_shape():
         ReducedModel(4, 7).apply(reduced, jnp.zeros((2, 7), jnp.int32))
 
 
-@pytest.mark.parametrize("heads", [(1, 1), (2, 1), (1, 3), (3, 2)])
+@pytest.mark.parametrize("heads", [(1, 1), (3, 2)])
 def test_two_layer_path_equals_the_general_path_in_float64(heads, batch):
     """The two-layer forward that never builds the layer-1 stream (catformer._logits_two_layer)
     equals the general stream-building path and the naive dense design in float64: logits and
