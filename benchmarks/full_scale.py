@@ -6,7 +6,8 @@ metrics, baselines, theory, figures) runs twice on a short prefix of its step sc
 compile, as a real run does, and the compiles cancel in the slope), at
 ``a`` and ``b`` times a base prefix (every stage scaled by the same fraction, each at least
 one record interval; the base is at least ``--min-fraction`` of the recipe, so that fast steps
-add up to seconds between the two prefixes). The wall time is linear in the number of training steps,
+add up to seconds between the two prefixes). Each stage of a prefix is one compiled chunk
+(``chunk_steps``), so both prefixes compile the same programs and the compiles cancel. The wall time is linear in the number of training steps,
 
     T(n) = fixed + n × per_step,
 
@@ -68,6 +69,10 @@ def _prefix(config, fraction: float):
         config = config.replace(stage1_steps=scaled[0], stage2_steps=scaled[1])
     else:
         config = config.replace(steps=scaled[0])
+    if hasattr(config, "chunk_steps"):
+        # one compiled chunk per stage in both prefixes: otherwise the longer prefix may compile
+        # one more chunk shape (a tail chunk) than the shorter and that compile lands in the slope
+        config = config.replace(chunk_steps=max(scaled))
     return config, sum(scaled)
 
 
