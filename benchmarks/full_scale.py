@@ -17,28 +17,33 @@ evaluation scale with the steps (the record interval is the official one), so th
 ``per_step``; baselines, theory, flows and figures are in ``fixed``. ``train_share`` splits the
 longer prefix's wall time into the engine's training loop (compiles included) and the rest.
 
-Each child calls :func:`icl_jax.engine.cores.use_cpu_cores` first, as the ``icl-jax``
-command line does (one XLA host device per core; a sweep shards its runs over them). An
-experiment that ``icl-jax reproduce`` runs on another's trained model (``chen-generalization``
-on ``chen-cw-a``'s run, ``icl_jax.cli._REUSES``) is measured once on the longer prefix run of
-that experiment: its cost has no training part, so it is projected as that one wall time.
+The timed runs go through the lanes of ``icl-jax reproduce`` (``--lanes``, default as
+reproduce: one per core on a CPU-only host; :mod:`icl_jax.experiments.lanes`): each is one
+``run_experiment`` in a child process pinned to its lane's cores, and the lanes run timed runs
+side by side as reproduce runs experiments, so a timing includes the neighbour's load.
+``projected_s`` is therefore an experiment's time in one lane. ``makespan_s`` is the projected
+wall time of ``icl-jax reproduce --full``: reproduce's plan order (longest first) and
+prerequisites under the lanes' scheduling rule (``lanes.schedule``) on the projected times;
+``total_lane_s`` is their sum. An experiment that ``icl-jax reproduce`` runs on another's
+trained model (``chen-generalization`` on ``chen-cw-a``'s run, ``icl_jax.cli._REUSES``) is
+timed once on the longer prefix run of that experiment: its cost has no training part, so it is
+projected as that one wall time.
 
-Experiments without a step schedule (``data-baselines``) run once, in full. Each result is
-written to ``--out`` as soon as it is measured (so a killed run keeps what it measured; rerun
-with ``--only`` for the rest). One JSON object goes to stdout at the end.
+Experiments without a step schedule (``data-baselines``) run once, in full. Each timed run is
+written to ``--out`` (``timed_runs``) as soon as it finishes; the projections at the end. One
+JSON object goes to stdout at the end.
 
 Usage:
     python benchmarks/full_scale.py [--out benchmarks/results/full_scale_before_cpu_2core.json]
                                     [--only NAME ...] [--prefix-scale 1 3] [--min-fraction 0.02]
+                                    [--lanes N]
 """
 
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
+from pathlib import Path
 
 import matplotlib
 
@@ -76,119 +81,150 @@ def _prefix(config, fraction: float):
     return config, sum(scaled)
 
 
-_CHILD = """
-import json, sys, time
-import matplotlib
-matplotlib.use("Agg")
-from icl_jax.engine.cores import use_cpu_cores
-use_cpu_cores()  # as the icl-jax command line does: one XLA host device per core
-from icl_jax.experiments import get_experiment, run_experiment
-name, config, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-exp = get_experiment(name)
-start = time.perf_counter()
-metrics = run_experiment(name, out, exp.config_type.from_dict(config), progress=False)
-print(json.dumps({"wall_s": time.perf_counter() - start, "train_loop_s": metrics.get("train_wall_seconds")}))
-"""
+def _jobs(experiments, scales, min_fraction, root):
+    """The prefix runs to time, as lane jobs: two prefixes per experiment with a step schedule,
+    one full run of the others, and a reusing experiment once on its source's longer prefix."""
+    from icl_jax.experiments.lanes import Job
 
-
-def _run(exp, config, root):
-    """One cold run in a fresh process (compiles included, as in a real run; the imports are not)."""
-    out = os.path.join(root, f"{exp.name}-{time.perf_counter_ns()}")
-    proc = subprocess.run([sys.executable, "-c", _CHILD, exp.name, json.dumps(config.to_dict()), out],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{exp.name}: the timed run failed:\n{proc.stderr[-3000:]}")
-    timing = json.loads(proc.stdout.strip().splitlines()[-1])
-    return timing["wall_s"], timing["train_loop_s"], out
-
-
-def measure(exp, scales, root, folders, min_fraction) -> dict:
-    """Project ``exp``'s official wall time; ``folders`` maps each measured experiment to the
-    run folder of its longer prefix (an experiment that reuses another's trained run, as
-    ``icl-jax reproduce`` does, is timed once on that folder: its cost has no training part)."""
-    official = exp.official
-    field, steps, every = _schedule(official)
-    if field is None:
-        wall, _, _ = _run(exp, official, root)
-        return {"projected_s": wall, "measured_in_full": True}
-    source = _REUSES.get(exp.name)
-    if source in folders:
-        folder, fraction, n = folders[source]
-        config, n_own = _prefix(official, fraction)
+    jobs, plans, by_name = [], {}, {e.name: e for e in experiments}
+    for exp in experiments:
+        official = exp.official
+        field, steps, every = _schedule(official)
+        source = _REUSES.get(exp.name)
+        if field is None:
+            jobs.append(Job(exp.name, official.to_dict(), root / exp.name, "official", "new"))
+            plans[exp.name] = {"kind": "once", "job": exp.name}
+            continue
+        if source in by_name:
+            continue  # after its source's jobs (below)
+        # the shorter prefix: at least one record interval per stage and `min_fraction` of the
+        # recipe (a step of a few ms must add up to seconds over the difference of the prefixes)
+        base = max(every * len(steps) / sum(steps), min_fraction)
+        names = []
+        for scale in scales:
+            config, n = _prefix(official, scale * base)
+            name = f"{exp.name}@{n}"
+            jobs.append(Job(name, config.to_dict(), root / name, "custom", "new", experiment=exp.name))
+            names.append((name, n, scale * base))
+        if names[0][1] == names[-1][1]:
+            raise ValueError(f"{exp.name}: the two prefixes have the same length; use other --prefix-scale values")
+        plans[exp.name] = {"kind": "prefixes", "jobs": names, "official_steps": sum(steps)}
+    for exp in experiments:
+        source = _REUSES.get(exp.name)
+        if source not in by_name or _schedule(exp.official)[0] is None:
+            continue
+        src_name, n, fraction = plans[source]["jobs"][-1]
+        config, n_own = _prefix(exp.official, fraction)
         if n_own != n:
             raise ValueError(f"{exp.name}: its prefix ({n_own} steps) does not match {source}'s ({n})")
-        wall, _, _ = _run(exp, config.replace(trained_run=folder), root)
-        print(f"[full_scale] {exp.name}: reuses {source}'s run, {wall:.1f} s", file=sys.stderr, flush=True)
-        return {"official_steps": sum(steps), "reuses": source, "projected_s": wall,
-                "note": f"evaluates the trained {source} run as icl-jax reproduce does (no training)"}
-    total = sum(steps)
-    # the shorter prefix: at least one record interval per stage and `min_fraction` of the
-    # recipe (a step of a few ms must add up to seconds over the difference of the prefixes)
-    base = max(every * len(steps) / total, min_fraction)
+        name = f"{exp.name}@{n}"
+        config = config.replace(trained_run=str(root / src_name))
+        jobs.append(Job(name, config.to_dict(), root / name, "custom", "new", after=src_name, experiment=exp.name))
+        plans[exp.name] = {"kind": "reuses", "job": name, "source": source,
+                           "official_steps": sum(_schedule(exp.official)[1])}
+    return jobs, plans
+
+
+def _project(plan, results) -> dict:
+    """An experiment's projected lane-seconds from its timed jobs (see the module docstring)."""
+    if plan["kind"] == "once":
+        return {"projected_s": results[plan["job"]]["metrics"]["wall_seconds"], "measured_in_full": True}
+    if plan["kind"] == "reuses":
+        return {"official_steps": plan["official_steps"], "reuses": plan["source"],
+                "projected_s": results[plan["job"]]["metrics"]["wall_seconds"],
+                "note": f"evaluates the trained {plan['source']} run as icl-jax reproduce does (no training)"}
     points = []
-    for scale in scales:
-        fraction = scale * base
-        config, n = _prefix(official, fraction)
-        wall, train, out = _run(exp, config, root)
-        folders[exp.name] = (out, fraction, n)
-        points.append({"steps": n, "wall_s": wall, "train_loop_s": train})
-        print(f"[full_scale] {exp.name}: {n} steps in {wall:.1f} s", file=sys.stderr, flush=True)
-    (p, q) = points[0], points[-1]
-    if q["steps"] == p["steps"]:
-        raise ValueError(f"{exp.name}: the two prefixes have the same length; use other --prefix-scale values")
+    for name, n, _ in plan["jobs"]:
+        m, r = results[name]["metrics"], results[name]
+        points.append({"steps": n, "wall_s": m["wall_seconds"], "train_loop_s": m.get("train_wall_seconds"),
+                       "lane": r["lane"]})
+    p, q = points[0], points[-1]
     per_step = (q["wall_s"] - p["wall_s"]) / (q["steps"] - p["steps"])
     fixed = p["wall_s"] - p["steps"] * per_step
-    result = {
-        "official_steps": total,
-        "prefixes": points,
-        "per_step_s": per_step,
-        "steps_per_s": (1.0 / per_step) if per_step > 0 else None,
-        "fixed_s": fixed,
-        "projected_s": fixed + total * per_step,
-    }
+    result = {"official_steps": plan["official_steps"], "prefixes": points, "per_step_s": per_step,
+              "steps_per_s": (1.0 / per_step) if per_step > 0 else None, "fixed_s": fixed,
+              "projected_s": fixed + plan["official_steps"] * per_step}
     if q["train_loop_s"] is not None:
         result["train_share_of_longer_prefix"] = q["train_loop_s"] / q["wall_s"]
     return result
 
 
+def _makespan(projected: dict, lanes: int) -> dict:
+    """Wall time of ``icl-jax reproduce --full --lanes N``: its plan order and prerequisites,
+    the lanes' scheduling rule (icl_jax.experiments.lanes.schedule) on the projected durations."""
+    from icl_jax.cli import _reproduce_plan
+    from icl_jax.experiments.lanes import schedule
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = _reproduce_plan(Path(tmp) / "full", "official", "new")
+    names = [exp.name for exp, *_ in plan if exp.name in projected]
+    after = [_REUSES[exp.name] if getattr(cfg, "trained_run", None) and _REUSES[exp.name] in names else None
+             for exp, cfg, *_ in plan if exp.name in projected]
+    return schedule(names, [projected[n]["projected_s"] for n in names], after, lanes)
+
+
 def main():
+    from icl_jax.experiments.lanes import default_lanes
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None, help="JSON file, updated after every experiment")
+    parser.add_argument("--out", default=None, help="JSON file, updated as each timed run finishes")
     parser.add_argument("--only", nargs="*", default=None, help="registered experiment names (default: all)")
     parser.add_argument("--prefix-scale", nargs=2, type=float, default=(1.0, 3.0),
                         help="the two prefix lengths, in units of the shorter-prefix base")
     parser.add_argument("--min-fraction", type=float, default=0.02,
                         help="the base is at least this fraction of the official steps (default 0.02)")
+    parser.add_argument("--lanes", type=int, default=default_lanes(),
+                        help="timed runs at once, as icl-jax reproduce runs experiments (default: its default)")
     args = parser.parse_args()
 
     from icl_jax.engine.cores import use_cpu_cores
 
-    use_cpu_cores()  # the children do the same (as the icl-jax command line)
+    use_cpu_cores()  # as the icl-jax command line
     import jax
 
     from icl_jax.experiments import get_experiment, list_experiments
+    from icl_jax.experiments.lanes import run_jobs
 
     names = args.only or [e.name for e in list_experiments()]
-    # an experiment that reuses another's trained run is measured after it (as reproduce runs them)
-    names = sorted(names, key=lambda n: (n in _REUSES and _REUSES[n] in names, names.index(n)))
+    experiments = [get_experiment(n) for n in names]
     report = {"machine": {"cpu_count": os.cpu_count(), "backend": jax.default_backend(),
                           "devices": len(jax.devices())},
-              "method": "two-prefix linear projection of run_experiment wall time (see the module docstring)",
-              "prefix_scale": list(args.prefix_scale), "min_fraction": args.min_fraction, "experiments": {}}
+              "method": "two-prefix linear projection of run_experiment wall time, timed in lanes (module docstring)",
+              "prefix_scale": list(args.prefix_scale), "min_fraction": args.min_fraction, "lanes": args.lanes,
+              "experiments": {}}
+    previous = {}
     if args.out and os.path.exists(args.out):
         with open(args.out) as f:
-            previous = json.load(f)
-        report["experiments"] = {k: v for k, v in previous.get("experiments", {}).items() if k not in names}
-    experiments = [get_experiment(n) for n in names]
-    folders = {}
-    with tempfile.TemporaryDirectory() as root:
-        for exp in experiments:
-            report["experiments"][exp.name] = measure(exp, args.prefix_scale, root, folders, args.min_fraction)
-            report["total_projected_s"] = sum(v["projected_s"] for v in report["experiments"].values())
-            report["total_projected_h"] = report["total_projected_s"] / 3600
-            if args.out:
-                with open(args.out, "w") as f:
-                    json.dump(report, f, indent=2)
+            previous = json.load(f).get("experiments", {})
+    report["experiments"] = {k: v for k, v in previous.items() if k not in names}
+    raw = {}
+
+    def write():
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(report, f, indent=2)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        jobs, plans = _jobs(experiments, args.prefix_scale, args.min_fraction, root)
+
+        def on_result(name, result):
+            raw[name] = result
+            report.setdefault("timed_runs", {})[name] = {"wall_s": result["metrics"]["wall_seconds"],
+                                                         "lane": result["lane"], "start_s": result["start"]}
+            write()
+
+        results = run_jobs(jobs, args.lanes, root / "logs", on_result=on_result)
+    for name, plan in plans.items():
+        report["experiments"][name] = _project(plan, results)
+    projected = report["experiments"]
+    report["total_lane_s"] = sum(v["projected_s"] for v in projected.values())
+    if set(projected) >= {e.name for e in list_experiments()}:
+        sched = _makespan(projected, args.lanes)
+        report["makespan_s"] = sched["makespan"]
+        report["makespan_h"] = sched["makespan"] / 3600
+        report["schedule"] = sched["jobs"]
+    write()
     print(json.dumps(report, indent=2))
 
 

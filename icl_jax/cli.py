@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["main"]
@@ -194,8 +195,9 @@ _REUSES = {"chen-generalization": "chen-cw-a"}
 
 
 def _reproduce_plan(out: Path, preset: str, mode: str) -> list:
-    """(experiment, config, folder, mode) of every registered experiment, each config and output
-    folder checked before the first run starts; with ``--resume`` the runs already started
+    """(experiment, config, folder, mode) of every registered experiment, longest first
+    (:func:`~icl_jax.experiments.lanes.run_steps`), each config and output folder checked
+    before the first run starts; with ``--resume`` the runs already started
     continue (their settings must match) and the others start. An experiment of ``_REUSES``
     runs after the run it reuses and gets that folder as ``trained_run`` (checked when it starts,
     since the folder is written by the earlier run; reproduce stops at the first failing run, so
@@ -203,12 +205,16 @@ def _reproduce_plan(out: Path, preset: str, mode: str) -> list:
     from icl_jax.experiments import check_out, list_experiments
     from icl_jax.experiments.chen.generalization import training_differences
 
+    from icl_jax.experiments.lanes import run_steps
+
     exps = list_experiments()
+    presets = {exp.name: exp.preset(preset) for exp in exps}
+    # longest first (training steps × runs; a reusing run trains nothing), so that in lanes no
+    # long run starts last while the others idle; a reusing run goes after the run it reuses
+    exps.sort(key=lambda exp: 0 if _REUSES.get(exp.name) in presets else -run_steps(presets[exp.name]))
     names = [exp.name for exp in exps]
-    # a reusing run goes right after the run it reuses when it would otherwise come first
     order = {n: max(i, names.index(_REUSES[n]) + 0.5) if _REUSES.get(n) in names else i for i, n in enumerate(names)}
     exps.sort(key=lambda exp: order[exp.name])
-    presets = {exp.name: exp.preset(preset) for exp in exps}
     plan = []
     for exp in exps:
         config, folder = presets[exp.name], out / exp.name
@@ -228,22 +234,50 @@ def _reproduce_plan(out: Path, preset: str, mode: str) -> list:
     return plan
 
 
+def _lanes(args) -> int:
+    from icl_jax.experiments.lanes import default_lanes, lane_cores
+
+    if args.lanes == "auto":
+        return default_lanes()
+    try:
+        lanes = int(args.lanes)
+    except ValueError:
+        raise ValueError(f"--lanes must be 'auto' or an integer >= 1 (got {args.lanes!r})") from None
+    lane_cores(lanes)  # validates against the cores available
+    return lanes
+
+
 def cmd_reproduce(args) -> int:
     from icl_jax.experiments import run_experiment
+    from icl_jax.experiments.lanes import Job, run_jobs
 
     if args.quick == args.full:
         raise ValueError("reproduce needs exactly one of --quick (CPU, minutes) or --full (GPU)")
     mode = _mode(args)
+    lanes = _lanes(args)
     preset = "quick" if args.quick else "official"
     out = Path(args.out)
     plan = _reproduce_plan(out, preset, mode)
+    start = time.perf_counter()
+    if lanes == 1:
+        results = {}
+        for exp, config, folder, run_mode in plan:
+            print(f"[reproduce] {exp.name} ...", file=sys.stderr, flush=True)
+            results[exp.name] = run_experiment(exp.name, folder, config, preset=preset, mode=run_mode,
+                                               progress=sys.stderr.isatty())
+    else:
+        print(f"[reproduce] {len(plan)} experiments in {lanes} lanes (logs in {out / 'logs'})", file=sys.stderr, flush=True)
+        jobs = [Job(exp.name, config.to_dict(), folder, preset, run_mode,
+                    after=_REUSES[exp.name] if getattr(config, "trained_run", None) else None)
+                for exp, config, folder, run_mode in plan]
+        results = {name: r["metrics"] for name, r in run_jobs(jobs, lanes, out / "logs").items()}
     lines = ["# icl-jax reproduce " + ("--quick" if args.quick else "--full"), "", "| experiment | quantity | value |", "|---|---|---|"]
-    for exp, config, folder, run_mode in plan:
-        print(f"[reproduce] {exp.name} ...", file=sys.stderr, flush=True)
-        metrics = run_experiment(exp.name, folder, config, preset=preset, mode=run_mode, progress=sys.stderr.isatty())
+    for exp, _config, _folder, _mode_ in plan:
+        metrics = results[exp.name]
         for label, value in exp.summary(metrics):
             lines.append(f"| {exp.name} | {label} | {value} |")
         lines.append(f"| {exp.name} | wall time (s) | {metrics['wall_seconds']:.1f} |")
+    lines += ["", f"{len(plan)} experiments in {lanes} lane(s): {time.perf_counter() - start:.0f} s wall in all."]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print(f"[reproduce] wrote {out / 'summary.md'}", file=sys.stderr)
     return 0
@@ -397,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", type=Path, default=Path("figures"))
     q.add_argument("--resume", action="store_true", help="continue the runs already in --out")
     q.add_argument("--overwrite", action="store_true", help="replace the runs already in --out")
+    q.add_argument("--lanes", default="auto", metavar="N|auto",
+                   help="experiments run at once, each in a process pinned to its share of the cores "
+                        "(auto: one per core on a CPU-only host, 1 with an accelerator)")
     q.set_defaults(func=cmd_reproduce)
 
     th = sub.add_parser("theory", help="numerical checks of the papers' theory")

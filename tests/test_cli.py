@@ -43,6 +43,8 @@ def test_baselines_json_other_tasks(capsys, args):
         (["run", "no-such-experiment", "--out", "x"], "unknown experiment"),
         (["run", "data-baselines", "--set", "nope=1", "--out", "x"], "unknown key"),
         (["reproduce"], "exactly one of --quick"),
+        (["reproduce", "--quick", "--lanes", "0", "--out", "x"], "lanes must be an integer in [1, "),
+        (["reproduce", "--quick", "--lanes", "two", "--out", "x"], "--lanes must be 'auto' or an integer"),
         (["baselines", "--dag=-1,x"], "--dag: expected comma-separated parents"),
         (["baselines", "--dag=-1,0,1", "--seq-len", "9"], "--seq-len 9 conflicts with --dag"),
         (["baselines", "--task", "dag", "--parent-lists", "r;r;0,1", "--seq-len", "9"], "conflicts with --parent-lists"),

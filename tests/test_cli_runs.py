@@ -205,7 +205,7 @@ def test_reproduce_evaluates_the_cw_a_run_in_generalization_instead_of_training_
     real_train = gen_module.train_chen
     monkeypatch.setattr(gen_module, "train_chen", lambda *a, **k: trains.append(1) or real_train(*a, **k))
     out = tmp_path / "tiny"
-    assert main(["reproduce", "--quick", "--out", str(out)]) == 0
+    assert main(["reproduce", "--quick", "--lanes", "1", "--out", str(out)]) == 0
     assert trains == []  # chen-generalization trained nothing
     cw_metrics = json.loads((out / "chen-cw-a" / "metrics.json").read_text())
     gen_metrics = json.loads((out / "chen-generalization" / "metrics.json").read_text())
@@ -213,4 +213,20 @@ def test_reproduce_evaluates_the_cw_a_run_in_generalization_instead_of_training_
     assert gen_metrics["final_loss"] == cw_metrics["final_loss"] and gen_metrics["a"] == cw_metrics["a"]
     assert "| chen-generalization | training | not rerun: the trained model of the chen-cw-a run" in (
         out / "summary.md").read_text()
+
+    # the same in two lanes (a pinned child process per experiment, generalization waiting for
+    # cw-a's folder): the numbers of the in-process runs (which the children cannot monkeypatch)
+    if len(os.sched_getaffinity(0)) < 2:
+        return  # one core: no second lane
+    lanes = tmp_path / "lanes"
+    assert main(["reproduce", "--quick", "--lanes", "2", "--out", str(lanes)]) == 0
+    timing = {"wall_seconds", "train_wall_seconds", "trained_run"}
+    for name in ("chen-cw-a", "chen-generalization"):
+        one = json.loads((out / name / "metrics.json").read_text())
+        two = json.loads((lanes / name / "metrics.json").read_text())
+        assert {k: v for k, v in two.items() if k not in timing} == {k: v for k, v in one.items() if k not in timing}
+        assert (lanes / "logs" / f"{name}.log").is_file()
+    assert json.loads((lanes / "chen-generalization" / "metrics.json").read_text())["trained_run"]["path"] == str(
+        lanes / "chen-cw-a")
+    assert "2 experiments in 2 lane(s)" in (lanes / "summary.md").read_text()
 

@@ -36,9 +36,9 @@ from icl_jax.tasks.tasks import tree_task
 class SingleParentConfig(NichaniConfig):
     """Figs 2 / 6 (docs/nichani-theory.md#official-recipes): heads [1, 1], SGD, cosine."""
 
-    # the official runs are single-seed; two run one per core of a 2-core CPU (engine.cores) at
-    # the wall time of one (docs/quirks.md#nichani-quirk-8)
-    seeds: int = option(2, "number of independent runs (one call, sharded over the devices)", min=1)
+    # the official runs are single-seed (docs/quirks.md#nichani-quirk-8); on a CPU host
+    # `reproduce` runs the three graphs side by side in lanes (icl_jax.experiments.lanes)
+    seeds: int = option(1, "number of independent runs (one call, sharded over the devices)", min=1)
     graph_seed: int = option(0, "seed of the random tree (nichani-fig2-random only)", min=0)
 
 
