@@ -24,10 +24,9 @@ from icl_jax.tasks.baselines import baseline_predictions, estimate_baseline_loss
 from icl_jax.tasks.tasks import sample_batch
 
 
-# Monte-Carlo estimates run in chunks small enough that a chunk's Dirichlet draws
-# (chunk x kernel rows x S) stay <= 65536, the sampler's small-buffer path: it compiles in
-# about half the time of the compaction path that bigger draws take (tests/tasks/test_priors.py
-# covers that path). The number of samples, and so every standard error, is unchanged.
+# Monte-Carlo estimates run in chunks of at most 65536 Dirichlet draws (chunk x kernel rows
+# x S), which keeps the compiled programs small. The number of samples, and so every
+# standard error, is unchanged.
 @pytest.mark.parametrize(
     "task,chunk_size",
     [(tree_task("chain", vocab_size=10, seq_len=20, alpha=0.1), 512),  # 512 x 10 x 10 draws

@@ -56,7 +56,7 @@ def test_gamma_branches_agree_where_both_apply():
 
 def test_log_gamma_vmaps_over_alpha_like_single_calls():
     """A vmapped α (every switch branch runs, results selected) draws what single calls
-    draw, on the compaction path (n > 65536) of every branch: bit for bit for α = 0.1
+    draw, on the re-draw path of every branch: bit for bit for α = 0.1
     (Liu–Martin–Syring) and α = 1 (exponential); within a few ulp of the operands on the
     Marsaglia–Tsang path (the batched program contracts the boost's multiply-add
     differently)."""
@@ -73,6 +73,27 @@ def test_log_gamma_vmaps_over_alpha_like_single_calls():
             # sum log G_{α+1} + log(U)/α can cancel to near 0
             np.testing.assert_allclose(x, single, rtol=0, atol=1e-5)
         assert stats.kstest(np.exp(x[:20000]).astype(np.float64), stats.gamma(a).cdf).pvalue > P_REJECT
+
+
+def test_rejection_passes_are_exact_when_many_are_needed():
+    """The re-draw passes on a sampler with known target: proposal U, accepted with
+    probability U (a second uniform), so accepted values are Beta(2, 1) (CDF x²). At 50 %
+    rejection with buffers of n/16 + slack proposals every draw needs ~16 passes: each pass
+    hands the j-th rejected entry the j-th accepted buffer proposal, which must leave the
+    values i.i.d. Beta(2, 1) (and not, e.g., favour early entries or early proposals)."""
+    from icl_jax.tasks.priors import _rejection_sample
+
+    def round_fn(key, m):
+        u, w = jax.random.uniform(key, (2, m))
+        return w < u, u
+
+    n = 20000
+    x = np.asarray(jax.jit(lambda k: _rejection_sample(k, round_fn, n, 16))(jax.random.key(7)), np.float64)
+    assert x.shape == (n,) and np.all((x > 0) & (x < 1))
+    assert stats.kstest(x, lambda t: t**2).pvalue > P_REJECT
+    # the halves of the index range (filled in different passes) follow the same law
+    assert stats.ks_2samp(x[: n // 2], x[n // 2:]).pvalue > P_REJECT
+    assert stats.kstest(x, lambda t: t**2.2).pvalue < P_REJECT  # a slightly wrong law is rejected
 
 
 def test_invalid_alpha():
