@@ -272,7 +272,7 @@ def cmd_reproduce(args) -> int:
                 for exp, config, folder, run_mode in plan]
         results = {name: r["metrics"] for name, r in run_jobs(jobs, lanes, out / "logs").items()}
     lines = ["# icl-jax reproduce " + ("--quick" if args.quick else "--full"), "", "| experiment | quantity | value |", "|---|---|---|"]
-    for exp, _config, _folder, _mode_ in plan:
+    for exp, *_ in sorted(plan, key=lambda entry: entry[0].name):  # by name: stable across plan orders
         metrics = results[exp.name]
         for label, value in exp.summary(metrics):
             lines.append(f"| {exp.name} | {label} | {value} |")
