@@ -40,6 +40,7 @@ bench() {  # name, timeout, command...
 if [[ -z ${SKIP_BENCH:-} ]]; then  # SKIP_BENCH=1: the experiments only
     bench nichani 120 python benchmarks/nichani.py --rounds 3
     bench chen 150 python benchmarks/chen.py --rounds 3
+    bench nichani_figs 90 python benchmarks/nichani_figs.py
     bench sweep 60 python benchmarks/sweep.py
 fi
 
