@@ -5,7 +5,8 @@ does not keep two cores busy: on this project's 2-core machine one Fig. 2 step t
 with both cores and 13.9 ms pinned to one, and two pinned runs side by side take no longer
 than one alone. So ``icl-jax reproduce`` runs its experiments in lanes: lane k is a child
 process whose CPU affinity is the k-th share of this process's cores (``lane_cores``), with one
-XLA host device per core of it (:func:`icl_jax.engine.cores.use_cpu_cores`). Each job is one
+XLA host device per core of it (:func:`icl_jax.engine.cores.use_cpu_cores`; a device count in
+the inherited ``XLA_FLAGS`` is replaced). Each job is one
 ``run_experiment`` call writing its own folder, exactly as in a single process.
 
 Jobs start by **greedy list scheduling**: ``reproduce`` orders them longest first by
@@ -156,6 +157,10 @@ _CHILD = """
 import json, os, sys
 spec = json.loads(sys.argv[1])
 os.sched_setaffinity(0, spec["cores"])
+# one host device per core of this lane: a device count inherited from the parent (whose own
+# count covers all of its cores) is replaced
+flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count=")]
+os.environ["XLA_FLAGS"] = " ".join(flags)
 from icl_jax.engine.cores import use_cpu_cores
 use_cpu_cores(len(spec["cores"]))
 import matplotlib
