@@ -234,16 +234,19 @@ def _reproduce_plan(out: Path, preset: str, mode: str) -> list:
     return plan
 
 
-def _lanes(args) -> int:
-    from icl_jax.experiments.lanes import default_lanes, lane_cores
+def _lanes(args, jobs: int) -> int:
+    from icl_jax.experiments.lanes import accelerator_host, default_lanes, lane_cores
 
     if args.lanes == "auto":
-        return default_lanes()
+        return default_lanes(jobs)
     try:
         lanes = int(args.lanes)
     except ValueError:
         raise ValueError(f"--lanes must be 'auto' or an integer >= 1 (got {args.lanes!r})") from None
     lane_cores(lanes)  # validates against the cores available
+    if lanes > 1 and accelerator_host():
+        raise ValueError(f"--lanes {lanes}: lanes split CPU cores; on this accelerator host run --lanes 1 "
+                         "(or JAX_PLATFORMS=cpu for CPU lanes)")
     return lanes
 
 
@@ -254,10 +257,11 @@ def cmd_reproduce(args) -> int:
     if args.quick == args.full:
         raise ValueError("reproduce needs exactly one of --quick (CPU, minutes) or --full (GPU)")
     mode = _mode(args)
-    lanes = _lanes(args)
+    _lanes(args, 1)  # a bad --lanes fails before the plan is built
     preset = "quick" if args.quick else "official"
     out = Path(args.out)
     plan = _reproduce_plan(out, preset, mode)
+    lanes = _lanes(args, len(plan))
     start = time.perf_counter()
     if lanes == 1:
         results = {}
@@ -488,6 +492,8 @@ def main(argv=None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    from icl_jax.experiments.lanes import LaneError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "baselines":
@@ -500,10 +506,10 @@ def main(argv=None) -> int:
 
     try:
         return args.func(args)
-    except (ValueError, NonFiniteLossError, OSError) as err:  # OSError: e.g. an --out that cannot be written
+    except (ValueError, NonFiniteLossError, OSError, LaneError) as err:  # OSError: e.g. an unwritable --out
         if args.debug:
             raise
-        parser.exit(1 if isinstance(err, NonFiniteLossError) else 2, f"icl-jax: error: {err}\n")
+        parser.exit(1 if isinstance(err, (NonFiniteLossError, LaneError)) else 2, f"icl-jax: error: {err}\n")
 
 
 if __name__ == "__main__":

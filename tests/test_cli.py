@@ -8,8 +8,7 @@ from icl_jax.cli import main
 
 
 # The baselines tests check the JSON's shape, not its numbers: 512 samples keep every task's
-# Dirichlet draws (512 x rows x S <= 65536) on the sampler's small-buffer path, which
-# compiles in about half the time of the compaction path larger draws take.
+# Dirichlet draws small (512 x rows x S <= 65536), so the programs compile quickly.
 def test_baselines_json_tree(capsys):
     assert main(["baselines", "--task", "tree", "--graph", "chain", "--vocab-size", "10", "--seq-len", "20",
                  "--alpha", "0.1", "--samples", "512", "--seed", "0", "--json"]) == 0
@@ -64,8 +63,7 @@ def test_list_and_run_data_experiment(tmp_path, capsys):
     assert "data-baselines" in capsys.readouterr().out
     out = tmp_path / "run"
     # samples=2048 as before (the marginal check's standard error is unchanged); vocabularies
-    # 5 (tree) and 3 (DAG) keep 2048 x rows x S <= 65536 Dirichlet draws per task, the
-    # sampler's small-buffer path, which compiles in about half the time.
+    # 5 (tree) and 3 (DAG) keep the Dirichlet draws per task small (2048 x rows x S <= 65536).
     assert main(["run", "data-baselines", "--quick", "--set", "samples=2048", "--set", "vocab_size=5",
                  "--set", "dag_vocab_size=3", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
@@ -89,3 +87,13 @@ def test_reproduce_refuses_existing_runs_before_running_any(tmp_path, capsys):
         main(["reproduce", "--quick", "--out", str(tmp_path)])
     assert exc.value.code == 2 and "already holds a run" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nichani-staged"]
+
+
+def test_reproduce_refuses_cpu_lanes_on_an_accelerator_host(monkeypatch, tmp_path, capsys):
+    """Lanes split CPU cores: on a host whose JAX backend is an accelerator, --lanes > 1 is an
+    error before anything runs (each child would start the accelerator and claim its memory)."""
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "--quick", "--lanes", "2", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and "lanes split CPU cores" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

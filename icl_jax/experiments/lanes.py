@@ -32,10 +32,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["Job", "default_lanes", "lane_cores", "run_jobs", "run_steps", "schedule"]
+__all__ = ["Job", "LaneError", "accelerator_host", "default_lanes", "lane_cores", "run_jobs", "run_steps", "schedule"]
 
 # accelerator PJRT plugins: their presence means the default backend is not the CPU
 _ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
+
+
+class LaneError(RuntimeError):
+    """One or more lane jobs failed (the message names them and quotes their logs)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,19 +84,30 @@ def _available_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def default_lanes() -> int:
-    """Lanes ``reproduce`` uses unless told: one per core on a CPU-only host, else 1."""
+def accelerator_host() -> bool:
+    """Whether JAX's default backend here is an accelerator: ``JAX_PLATFORMS`` names a non-CPU
+    platform, or (unset) an accelerator plugin is installed. Decided without starting a backend
+    (a started GPU client would hold device memory the lane children need)."""
     platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
     if platforms:
-        return len(_available_cores()) if set(platforms.split(",")) == {"cpu"} else 1
-    if any(importlib.util.find_spec(p) is not None for p in _ACCELERATOR_PLUGINS):
+        return set(platforms.split(",")) != {"cpu"}
+    return any(importlib.util.find_spec(p) is not None for p in _ACCELERATOR_PLUGINS)
+
+
+def default_lanes(jobs: int | None = None) -> int:
+    """Lanes ``reproduce`` uses unless told: one per core on a CPU-only host with CPU affinity
+    (Linux), at most one per job; otherwise 1."""
+    if accelerator_host() or not hasattr(os, "sched_setaffinity"):
         return 1
-    return len(_available_cores()) if hasattr(os, "sched_setaffinity") else 1
+    cores = len(_available_cores())
+    return max(1, min(cores, jobs)) if jobs is not None else cores
 
 
 def lane_cores(lanes: int, cores: Sequence[int] | None = None) -> list[tuple[int, ...]]:
     """Split ``cores`` (default: this process's affinity) into ``lanes`` disjoint, near-equal shares."""
     cores = list(_available_cores() if cores is None else cores)
+    if lanes != 1 and not hasattr(os, "sched_setaffinity"):
+        raise ValueError(f"lanes must be 1 on this platform (no CPU affinity to pin a lane to its cores) (got {lanes!r})")
     if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= len(cores):
         raise ValueError(f"lanes must be an integer in [1, {len(cores)}] (the cores available) (got {lanes!r})")
     q, r = divmod(len(cores), lanes)
@@ -161,6 +176,7 @@ os.sched_setaffinity(0, spec["cores"])
 # count covers all of its cores) is replaced
 flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count=")]
 os.environ["XLA_FLAGS"] = " ".join(flags)
+os.environ.pop("JAX_NUM_CPU_DEVICES", None)
 from icl_jax.engine.cores import use_cpu_cores
 use_cpu_cores(len(spec["cores"]))
 import matplotlib
@@ -178,8 +194,9 @@ def run_jobs(jobs: Sequence[Job], lanes: int, log_dir: Path, *, on_event: Callab
 
     Each job's output (stdout and stderr) is appended to ``log_dir/<name>.log``. Returns
     ``{name: {"metrics": metrics.json, "lane", "start", "end"}}`` (seconds from the start);
-    ``on_result(name, that entry)`` is called as each job finishes. Raises ``RuntimeError``
-    naming the failed jobs after the running ones have finished."""
+    ``on_result(name, that entry)`` is called as each job finishes. Raises :class:`LaneError`
+    naming the failed jobs after the running ones have finished; on an interrupt the children
+    are terminated (their runs resume from their checkpoints)."""
     names = [j.name for j in jobs]
     after = [j.after for j in jobs]
     _check_order(names, after)
@@ -227,14 +244,20 @@ def run_jobs(jobs: Sequence[Job], lanes: int, log_dir: Path, *, on_event: Callab
                     on_result(j.name, results[j.name])
                 say(f"[lanes] {j.name} done in {end - start:.1f} s (lane {lane})")
     finally:
-        for proc, *_rest in running.values():  # an interrupt: stop the children (runs resume later)
+        for proc, _job, _start, log in running.values():  # an interrupt: stop the children (runs resume)
             proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
     if failed:
         tails = []
         for name in failed:
             text = (log_dir / f"{name}.log").read_text(errors="replace")
             tails.append(f"--- {name} (log {log_dir / (name + '.log')}) ---\n{text[-2000:]}")
         skipped = [names[i] for i in pending]
-        raise RuntimeError(f"{len(failed)} experiment(s) failed: {', '.join(failed)}"
+        raise LaneError(f"{len(failed)} experiment(s) failed: {', '.join(failed)}"
                            + (f"; not started: {', '.join(skipped)}" if skipped else "") + "\n" + "\n".join(tails))
     return results

@@ -1,13 +1,14 @@
 """Lanes (icl_jax.experiments.lanes): the scheduling rule on known durations, the core split,
-and a failing child stopping the jobs that depend on it. The lanes' numbers against in-process
-runs: tests/test_cli_runs.py (reproduce of cw-a and generalization in two lanes)."""
+a job waiting for its prerequisite in another lane, and a failing child stopping the jobs that
+depend on it. The lanes' numbers against in-process runs: tests/test_cli_runs.py (reproduce of
+two toy experiments in two lanes)."""
 
 import os
 
 import pytest
 
 from icl_jax.experiments import get_experiment
-from icl_jax.experiments.lanes import Job, lane_cores, run_jobs, schedule
+from icl_jax.experiments.lanes import Job, LaneError, default_lanes, lane_cores, run_jobs, schedule
 
 
 def test_schedule_is_greedy_list_scheduling_in_order():
@@ -49,13 +50,34 @@ def test_lane_cores_split_disjoint_near_equal_shares():
             lane_cores(bad, [0, 1, 2])
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs CPU affinity (Linux)")
+def test_default_lanes_one_per_core_on_cpu_hosts_at_most_one_per_job(monkeypatch):
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    cores = len(os.sched_getaffinity(0))
+    assert default_lanes() == cores and default_lanes(1) == 1 and default_lanes(100) == cores
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")  # an accelerator backend: no CPU lanes
+    assert default_lanes() == 1
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
 def test_a_failed_job_stops_the_jobs_waiting_for_it(tmp_path):
     exp = get_experiment("data-baselines")
     bad = {**exp.quick.to_dict(), "samples": -1}  # rejected by the child's config check
     jobs = [Job("data-baselines", bad, tmp_path / "a", "custom", "new"),
             Job("after-it", exp.quick.to_dict(), tmp_path / "b", "quick", "new", after="data-baselines")]
-    with pytest.raises(RuntimeError, match="1 experiment\\(s\\) failed: data-baselines; not started: after-it"):
+    with pytest.raises(LaneError, match="1 experiment\\(s\\) failed: data-baselines; not started: after-it"):
         run_jobs(jobs, 1, tmp_path / "logs", on_event=lambda line: None)
     assert "samples" in (tmp_path / "logs" / "data-baselines.log").read_text()
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two cores (one per lane)")
+def test_a_job_starts_after_its_prerequisite_even_with_a_lane_free(tmp_path):
+    """b waits for a although the second lane is idle; both finish and write their folders."""
+    config = get_experiment("data-baselines").quick.replace(samples=2048).to_dict()
+    jobs = [Job("a", config, tmp_path / "a", "custom", "new", experiment="data-baselines"),
+            Job("b", config, tmp_path / "b", "custom", "new", after="a", experiment="data-baselines")]
+    results = run_jobs(jobs, 2, tmp_path / "logs", on_event=lambda line: None)
+    assert results["b"]["start"] >= results["a"]["end"] and results["a"]["lane"] == 0
+    assert results["a"]["metrics"] == results["b"]["metrics"] | {"wall_seconds": results["a"]["metrics"]["wall_seconds"]}

@@ -175,8 +175,8 @@ def test_every_baseline_is_a_distribution_and_bayes_beats_unigram(predictions, n
     task = _TASKS[name]
     for baseline, p in predictions(name).items():
         np.testing.assert_allclose(np.asarray(p).sum(-1), 1.0, atol=1e-5, err_msg=baseline)
-    # 16384 samples in chunks of 2048 (2048 x 5 x 5 and 2048 x 9 x 3 Dirichlet draws: the
-    # sampler's small-buffer path, see above); same sample size and standard errors.
+    # 16384 samples in chunks of 2048 (2048 x 5 x 5 and 2048 x 9 x 3 Dirichlet draws, small
+    # programs, see above); same sample size and standard errors.
     est = estimate_baseline_losses(task, jax.random.key(4), 16384, chunk_size=2048)
     assert est["bayes"]["loss"] + 4 * est["bayes"]["se"] < est["unigram"]["loss"]
     assert est["oracle"]["loss"] < est["bayes"]["loss"]
