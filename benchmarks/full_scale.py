@@ -29,6 +29,8 @@ trained model (``chen-generalization`` on ``chen-cw-a``'s run, ``icl_jax.cli._RE
 timed once on the longer prefix run of that experiment: its cost has no training part, so it is
 projected as that one wall time.
 
+The timed runs start in registry order, so the last few (short) ones may run without a
+neighbour in the other lane; the long experiments' prefixes all ran beside another timed run.
 Experiments without a step schedule (``data-baselines``) run once, in full. Each timed run is
 written to ``--out`` (``timed_runs``) as soon as it finishes; the projections at the end. One
 JSON object goes to stdout at the end.

@@ -193,6 +193,8 @@ def main():
     start = time.perf_counter()
 
     fig5 = icl_jax.dag_task("fig5", vocab_size=5, seq_len=32, alpha=ALPHA)
+    # every Fig. 5 node is a root or has exactly two parents (naive_dag_one assumes so)
+    assert {len(p) for p in fig5.graph.parents} <= {0, 2}
     parents = jnp.array([(list(p) + [-1, -1])[:2] for p in fig5.graph.parents], jnp.int32)
     fig5_row = measure(
         "fig5", fig5, CatFormer(5, 32, (2, 1)), optax.adamw(1e-2, weight_decay=1e-4), 5, 32, (2, 1), 1e-4,

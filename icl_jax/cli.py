@@ -211,7 +211,11 @@ def _reproduce_plan(out: Path, preset: str, mode: str) -> list:
     presets = {exp.name: exp.preset(preset) for exp in exps}
     # longest first (training steps × runs; a reusing run trains nothing), so that in lanes no
     # long run starts last while the others idle; a reusing run goes after the run it reuses
-    exps.sort(key=lambda exp: 0 if _REUSES.get(exp.name) in presets else -run_steps(presets[exp.name]))
+    def reuses(name):
+        source = _REUSES.get(name)
+        return source in presets and not training_differences(presets[name], presets[source])
+
+    exps.sort(key=lambda exp: 0 if reuses(exp.name) else -run_steps(presets[exp.name]))
     names = [exp.name for exp in exps]
     order = {n: max(i, names.index(_REUSES[n]) + 0.5) if _REUSES.get(n) in names else i for i, n in enumerate(names)}
     exps.sort(key=lambda exp: order[exp.name])
