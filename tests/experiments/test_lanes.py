@@ -75,7 +75,8 @@ def test_a_failed_job_stops_the_jobs_waiting_for_it(tmp_path):
                     reason="needs two cores (one per lane)")
 def test_a_job_starts_after_its_prerequisite_even_with_a_lane_free(tmp_path):
     """b waits for a although the second lane is idle; both finish and write their folders."""
-    config = get_experiment("data-baselines").quick.replace(samples=2048).to_dict()
+    config = get_experiment("data-baselines").quick.replace(samples=512, vocab_size=3, seq_len=6, dag_vocab_size=3,
+                                                             ngram_seq_len=12).to_dict()  # small programs
     jobs = [Job("a", config, tmp_path / "a", "custom", "new", experiment="data-baselines"),
             Job("b", config, tmp_path / "b", "custom", "new", after="a", experiment="data-baselines")]
     results = run_jobs(jobs, 2, tmp_path / "logs", on_event=lambda line: None)
