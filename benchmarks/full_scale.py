@@ -159,9 +159,9 @@ def _makespan(projected: dict, lanes: int) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         plan = _reproduce_plan(Path(tmp) / "full", "official", "new")
-    names = [exp.name for exp, *_ in plan if exp.name in projected]
-    after = [_REUSES[exp.name] if getattr(cfg, "trained_run", None) and _REUSES[exp.name] in names else None
-             for exp, cfg, *_ in plan if exp.name in projected]
+    names = [name for name, *_ in plan if name in projected]
+    after = [_REUSES[name] if getattr(cfg, "trained_run", None) and _REUSES[name] in names else None
+             for name, _, cfg, *_ in plan if name in projected]
     return schedule(names, [projected[n]["projected_s"] for n in names], after, lanes)
 
 

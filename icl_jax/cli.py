@@ -194,8 +194,9 @@ def cmd_resume(args) -> int:
 _REUSES = {"chen-generalization": "chen-cw-a"}
 
 
-def _reproduce_plan(out: Path, preset: str, mode: str) -> list:
-    """(experiment, config, folder, mode) of every registered experiment, longest first
+def _reproduce_plan(out: Path, preset: str, mode: str, variants: bool = False) -> list:
+    """(name, experiment, config, folder, mode) of every registered experiment (or, with
+    ``variants``, of every :data:`~icl_jax.experiments.variants.VARIANTS` entry), longest first
     (:func:`~icl_jax.experiments.lanes.run_steps`), each config and output folder checked
     before the first run starts; with ``--resume`` the runs already started
     continue (their settings must match) and the others start. An experiment of ``_REUSES``
@@ -204,28 +205,31 @@ def _reproduce_plan(out: Path, preset: str, mode: str) -> list:
     it never starts on an unfinished one)."""
     from icl_jax.experiments import check_out, list_experiments
     from icl_jax.experiments.chen.generalization import training_differences
-
     from icl_jax.experiments.lanes import run_steps
+    from icl_jax.experiments.variants import VARIANTS
 
-    exps = list_experiments()
-    presets = {exp.name: exp.preset(preset) for exp in exps}
+    if variants:
+        entries = [(v.name, v.exp, v.config(preset)) for v in VARIANTS]
+    else:
+        entries = [(exp.name, exp, exp.preset(preset)) for exp in list_experiments()]
+    configs = {name: config for name, _, config in entries}
+
     # longest first (training steps × runs; a reusing run trains nothing), so that in lanes no
     # long run starts last while the others idle; a reusing run goes after the run it reuses
     def reuses(name):
         source = _REUSES.get(name)
-        return source in presets and not training_differences(presets[name], presets[source])
+        return source in configs and not training_differences(configs[name], configs[source])
 
-    exps.sort(key=lambda exp: 0 if reuses(exp.name) else -run_steps(presets[exp.name]))
-    names = [exp.name for exp in exps]
+    entries.sort(key=lambda entry: 0 if reuses(entry[0]) else -run_steps(entry[2]))
+    names = [name for name, *_ in entries]
     order = {n: max(i, names.index(_REUSES[n]) + 0.5) if _REUSES.get(n) in names else i for i, n in enumerate(names)}
-    exps.sort(key=lambda exp: order[exp.name])
+    entries.sort(key=lambda entry: order[entry[0]])
     plan = []
-    for exp in exps:
-        config, folder = presets[exp.name], out / exp.name
+    for name, exp, config in entries:
+        folder = out / name
         exp.check(config)
-        source = _REUSES.get(exp.name)
-        if source in presets and not training_differences(config, presets[source]):
-            config = config.replace(trained_run=str(out / source))
+        if reuses(name):
+            config = config.replace(trained_run=str(out / _REUSES[name]))
         run_mode = "new" if mode == "resume" and not (folder / "config.json").is_file() else mode
         try:
             check_out(exp, config, folder, run_mode)
@@ -234,7 +238,7 @@ def _reproduce_plan(out: Path, preset: str, mode: str) -> list:
                 raise ValueError(f"--out {out}: {folder} already holds a run; pass --resume to continue the runs "
                                  "there or --overwrite to replace them") from None
             raise
-        plan.append((exp, config, folder, run_mode))
+        plan.append((name, exp, config, folder, run_mode))
     return plan
 
 
@@ -264,28 +268,40 @@ def cmd_reproduce(args) -> int:
     _lanes(args, 1)  # a bad --lanes fails before the plan is built
     preset = "quick" if args.quick else "official"
     out = Path(args.out)
-    plan = _reproduce_plan(out, preset, mode)
+    plan = _reproduce_plan(out, preset, mode, variants=args.variants)
     lanes = _lanes(args, len(plan))
+    what = "variants" if args.variants else "experiments"
+    recorded = "custom" if args.variants else preset  # the preset config.json records
     start = time.perf_counter()
     if lanes == 1:
         results = {}
-        for exp, config, folder, run_mode in plan:
-            print(f"[reproduce] {exp.name} ...", file=sys.stderr, flush=True)
-            results[exp.name] = run_experiment(exp.name, folder, config, preset=preset, mode=run_mode,
-                                               progress=sys.stderr.isatty())
+        for name, exp, config, folder, run_mode in plan:
+            print(f"[reproduce] {name} ...", file=sys.stderr, flush=True)
+            results[name] = run_experiment(exp.name, folder, config, preset=recorded,
+                                           mode=run_mode, progress=sys.stderr.isatty())
     else:
-        print(f"[reproduce] {len(plan)} experiments in {lanes} lanes (logs in {out / 'logs'})", file=sys.stderr, flush=True)
-        jobs = [Job(exp.name, config.to_dict(), folder, preset, run_mode,
-                    after=_REUSES[exp.name] if getattr(config, "trained_run", None) else None)
-                for exp, config, folder, run_mode in plan]
+        print(f"[reproduce] {len(plan)} {what} in {lanes} lanes (logs in {out / 'logs'})", file=sys.stderr, flush=True)
+        jobs = [Job(name, config.to_dict(), folder, recorded, run_mode,
+                    after=_REUSES[name] if getattr(config, "trained_run", None) else None,
+                    experiment=None if name == exp.name else exp.name)
+                for name, exp, config, folder, run_mode in plan]
         results = {name: r["metrics"] for name, r in run_jobs(jobs, lanes, out / "logs").items()}
-    lines = ["# icl-jax reproduce " + ("--quick" if args.quick else "--full"), "", "| experiment | quantity | value |", "|---|---|---|"]
-    for exp, *_ in sorted(plan, key=lambda entry: entry[0].name):  # by name: stable across plan orders
-        metrics = results[exp.name]
+    title = "# icl-jax reproduce " + ("--quick" if args.quick else "--full") + (" --variants" if args.variants else "")
+    lines = [title, "", "| experiment | quantity | value |", "|---|---|---|"]
+    for name, exp, *_ in sorted(plan, key=lambda entry: entry[0]):  # by name: stable across plan orders
+        metrics = results[name]
         for label, value in exp.summary(metrics):
-            lines.append(f"| {exp.name} | {label} | {value} |")
-        lines.append(f"| {exp.name} | wall time (s) | {metrics['wall_seconds']:.1f} |")
-    lines += ["", f"{len(plan)} experiments in {lanes} lane(s): {time.perf_counter() - start:.0f} s wall in all."]
+            lines.append(f"| {name} | {label} | {value} |")
+        lines.append(f"| {name} | wall time (s) | {metrics['wall_seconds']:.1f} |")
+    if args.variants:
+        from icl_jax.experiments.variants import get_variant
+
+        lines += ["", "| variant | experiment | changed keys | what it answers |", "|---|---|---|---|"]
+        for name, *_ in sorted(plan, key=lambda entry: entry[0]):
+            v = get_variant(name)
+            changed = ", ".join(f"{k}={val}" for k, val in v.overrides.items())
+            lines.append(f"| {name} | {v.experiment} | {changed} | {v.question} |")
+    lines += ["", f"{len(plan)} {what} in {lanes} lane(s): {time.perf_counter() - start:.0f} s wall in all."]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print(f"[reproduce] wrote {out / 'summary.md'}", file=sys.stderr)
     return 0
@@ -439,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", type=Path, default=Path("figures"))
     q.add_argument("--resume", action="store_true", help="continue the runs already in --out")
     q.add_argument("--overwrite", action="store_true", help="replace the runs already in --out")
+    q.add_argument("--variants", action="store_true",
+                   help="run the variants (extra seeds, the official code's behaviour) instead of the presets; "
+                        "see icl_jax/experiments/variants.py")
     q.add_argument("--lanes", default="auto", metavar="N|auto",
                    help="experiments run at once, each in a process pinned to its share of the cores "
                         "(auto: one per core on a CPU-only host, 1 with an accelerator)")

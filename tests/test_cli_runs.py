@@ -172,7 +172,7 @@ def test_reproduce_resume_continues_started_runs_and_starts_the_others(tmp_path,
     record = json.loads((ref_dir / "config.json").read_text())
     record["config"] = get_experiment(NAME).quick.to_dict()  # a quick-preset run that was started
     (tmp_path / NAME / "config.json").write_text(json.dumps(record))
-    modes = {exp.name: mode for exp, _, _, mode in _reproduce_plan(tmp_path, "quick", "resume")}
+    modes = {name: mode for name, *_, mode in _reproduce_plan(tmp_path, "quick", "resume")}
     assert modes[NAME] == "resume" and set(modes.values()) == {"new", "resume"}
 
 
@@ -188,9 +188,9 @@ def test_reproduce_evaluates_the_cw_a_run_in_generalization_instead_of_training_
 
     for preset in ("quick", "official"):
         plan = _reproduce_plan(tmp_path / preset, preset, "new")
-        names = [exp.name for exp, *_ in plan]
+        names = [name for name, *_ in plan]
         assert names.index("chen-cw-a") < names.index("chen-generalization")
-        trained_runs = {exp.name: cfg.trained_run for exp, cfg, *_ in plan if hasattr(cfg, "trained_run")}
+        trained_runs = {name: cfg.trained_run for name, _, cfg, *_ in plan if hasattr(cfg, "trained_run")}
         assert trained_runs == {"chen-generalization": str(tmp_path / preset / "chen-cw-a")}
         assert not (tmp_path / preset).exists()  # planned: nothing written, the cw-a folder not checked yet
 

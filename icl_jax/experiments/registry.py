@@ -51,6 +51,13 @@ class Setup(NamedTuple):
     model: Any
 
 
+def _short(value) -> str:
+    """A config value as figure titles show it (lists comma-separated, floats %g)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_short(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunContext:
     """Where and how one run writes: its folder, figure names and formats, titles.
@@ -80,7 +87,17 @@ class RunContext:
 
     @property
     def settings(self) -> str:
-        return self.config.settings(self.preset)
+        """The preset and title fields; a custom run also names the keys it changes from the
+        official preset that the title fields do not show (e.g. ``loss=official``)."""
+        line = self.config.settings(self.preset)
+        if self.preset == "custom" and self.name in _REGISTRY:
+            official = _REGISTRY[self.name].official
+            if type(official) is type(self.config):
+                values = self.config.to_dict()
+                changed = [f"{k}={_short(values[k])}" for k in self.config.differences(official)
+                           if k not in self.config.title_fields and k != "trained_run"]
+                line += "".join(f" · {c}" for c in changed)
+        return line
 
     def title(self, text: str) -> str:
         return f"{text}\n{self.settings}" if text else self.settings
