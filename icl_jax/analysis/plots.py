@@ -33,6 +33,7 @@ from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "VECTOR_FORMATS",
+    "stage_log_axis",
     "save_figure",
     "plot_marginals",
     "plot_baseline_losses",
@@ -358,6 +359,52 @@ def plot_runs(
     save_figure(runs_figure(x, panels, xlabel, title, ncols=ncols), path, formats)
 
 
+_SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _short_step(step: int) -> str:
+    """A step count for a tick label: 500000 → '500k', 12,500 → '12.5k', 2000000 → '2M'."""
+    for unit, div in (("M", 10**6), ("k", 10**3)):
+        if step >= div:
+            return f"{step / div:g}{unit}"
+    return str(step)
+
+
+def stage_log_axis(steps, stage_starts, total_steps: int):
+    """An x axis for a staged run whose stages differ in length by orders of magnitude (Chen's
+    CW → a: 500,000 then 5,000 steps): every stage gets unit width and, inside it, a log scale
+    of the steps since the stage started, so both what happens in a stage's first ten steps and
+    a logarithmic growth over its last 10^5 are visible.
+
+    Step ``s`` steps into stage k (of n steps) is at ``k + log(1 + s) / log(1 + n)``.
+
+    Returns ``(x, (tick positions, tick labels), boundaries)``: stage starts are labelled with
+    their absolute step ('500k'), the powers of ten inside a stage as '+10²'; ``boundaries``
+    are the x of the stage starts after the first (for vertical lines).
+    """
+    steps = np.asarray(steps, np.float64)
+    starts = np.asarray(stage_starts, np.float64)
+    ends = np.append(starts[1:], float(total_steps))
+    if starts.size == 0 or np.any(ends <= starts) or starts[0] != 0:
+        raise ValueError(f"stage_starts must start at 0 and increase below total_steps (got {list(stage_starts)}, "
+                         f"total_steps={total_steps})")
+    k = np.clip(np.searchsorted(starts, steps, side="right") - 1, 0, starts.size - 1)
+    x = k + np.log1p(np.maximum(steps - starts[k], 0.0)) / np.log1p(ends[k] - starts[k])
+    positions, labels = [], []
+    for j, (a, b) in enumerate(zip(starts, ends)):
+        positions.append(float(j))
+        labels.append(_short_step(int(a)))
+        power = 10
+        # the powers of ten inside the stage, leaving room before the next stage's label
+        while np.log1p(power) / np.log1p(b - a) < 0.85:
+            positions.append(j + np.log1p(power) / np.log1p(b - a))
+            labels.append("+10" + str(int(np.log10(power))).translate(_SUPERSCRIPTS) if power > 10 else "+10")
+            power *= 10
+    positions.append(float(starts.size))
+    labels.append(_short_step(int(total_steps)))
+    return x, (positions, labels), [float(j) for j in range(1, starts.size)]
+
+
 def lines_figure(panels: list[dict], title: str = "", *, ncols: int | None = None) -> Figure:
     """Panels of labelled curves (see :func:`plot_lines`)."""
     fig, axes = _grid(len(panels), ncols)
@@ -383,6 +430,9 @@ def lines_figure(panels: list[dict], title: str = "", *, ncols: int | None = Non
             ax.set_ylim(*panel["ylim"])
         if panel.get("integer_x"):
             _integer_axis(ax, "x")
+        if panel.get("xticks") is not None:
+            positions, labels = panel["xticks"]
+            ax.set_xticks(positions, labels)
         _style(ax, panel.get("title", ""), panel.get("xlabel", "step"), panel.get("ylabel") or "value")
         _note_legend(legend_w, k % axes.shape[1], _legend(ax))
     return _finish(fig, axes, title, legend_w)
@@ -395,7 +445,8 @@ def plot_lines(path: Path, panels: list[dict], title: str = "", *, ncols: int | 
     (e.g. a theory prediction drawn over the simulation, in the matching colour when the
     label is shared), ``refs`` {label: y} dashed horizontal lines, ``vlines`` (x positions,
     e.g. stage boundaries), ``xlabel``, ``ylabel``, ``logx``, ``logy``, ``ylim``,
-    ``title``, ``markers`` (bool), ``integer_x`` (integer x ticks).
+    ``title``, ``markers`` (bool), ``integer_x`` (integer x ticks), ``xticks`` (positions,
+    labels), e.g. from :func:`stage_log_axis`.
     """
     _check_formats(formats)
     save_figure(lines_figure(panels, title, ncols=ncols), path, formats)

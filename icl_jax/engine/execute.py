@@ -282,7 +282,9 @@ def execute(
     config: Mapping | None = None,
     callback: Callable[[dict], None] | None = None,
 ) -> tuple[TrainState, np.ndarray, Any, float]:
-    """Host loop over chunks. Returns (final state, losses, stacked records, wall seconds)."""
+    """Host loop over chunks. Returns (final state, losses, stacked records, wall seconds); the
+    wall seconds of a resumed run add those of the calls that wrote its checkpoint (stored in the
+    checkpoint's ``train_seconds``), so a run trained across sessions reports its whole time."""
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every: must be an integer >= 1, got {checkpoint_every!r}")
     t0 = time.perf_counter()
@@ -307,6 +309,7 @@ def execute(
     schedule = program.chunks()
     done_chunks, losses, records = 0, [], []
     last_ckpt = None
+    earlier_seconds = 0.0  # training-loop time of the calls that wrote the checkpoint (resumes add up)
     stored = _read_checkpoint(ckpt_path, layout) if resume else None
     if stored is not None:
         arrays, meta = stored
@@ -317,6 +320,7 @@ def execute(
         state = ckpt.arrays_to_tree("state", arrays, state)
         state = to_global(state, layout.sharding) if layout.sharding is not None else jax.tree.map(jnp.asarray, state)
         done_chunks = meta["chunks_done"]
+        earlier_seconds = float(meta.get("train_seconds", 0.0))  # absent in checkpoints before it was recorded
         if done_chunks:
             losses = [arrays["loss"]]
             record_template = jax.eval_shape(
@@ -348,6 +352,7 @@ def execute(
             "chunks_done": chunks_done,
             "records_done": _records_done(schedule[:chunks_done]),
             "step": int(np.max(host_state.step)),
+            "train_seconds": earlier_seconds + time.perf_counter() - t0,
         }
         ckpt.save_npz(ckpt_path, arrays, meta)
 
@@ -389,7 +394,7 @@ def execute(
     if layout.distributed:  # every process returns the whole result, on its own default device
         state = jax.tree.map(jnp.asarray, to_host(state, layout))
     loss_all = np.concatenate(losses, axis=-1)
-    return state, loss_all, _concat_records(records, axis), time.perf_counter() - t0
+    return state, loss_all, _concat_records(records, axis), earlier_seconds + time.perf_counter() - t0
 
 
 def _records_done(chunks) -> int:

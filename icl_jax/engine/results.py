@@ -44,7 +44,8 @@ class TrainResult:
       stage_starts: global step at which each stage starts.
       seeds, hparams: what was run (hparams: the grid, leaves (grid,)).
       out_dir: the run folder, if any.
-      wall_seconds: host wall-clock time of the training loop (compiles included).
+      wall_seconds: host wall-clock time of the training loop (compiles included), summed over
+        every call that trained this run folder (a resumed run includes its earlier calls).
       num_devices: devices the run axis was sharded over.
     """
 

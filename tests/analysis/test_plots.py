@@ -249,3 +249,21 @@ def test_all_figures_label_every_axis(tmp_path, monkeypatch):
                 assert lab.get_fontsize() >= 8, name
         plt.close(fig)
     assert real is not keep
+
+
+def test_stage_log_axis_gives_every_stage_unit_width_and_log_steps_inside():
+    """CW → a: 500,000 then 5,000 steps. Stage k spans [k, k + 1]; inside it, step s after the
+    stage start sits at log(1 + s) / log(1 + n); ticks name the stage starts and powers of ten."""
+    steps = np.array([0, 10, 499_999, 500_000, 500_010, 505_000])
+    x, (positions, labels), boundaries = plots.stage_log_axis(steps, [0, 500_000], 505_000)
+    np.testing.assert_allclose(x[[0, 3, 5]], [0.0, 1.0, 2.0])
+    np.testing.assert_allclose(x[1], np.log(11) / np.log(500_001))
+    np.testing.assert_allclose(x[4], 1 + np.log(11) / np.log(5_001))
+    assert np.all(np.diff(x) > 0) and boundaries == [1.0]
+    assert labels[0] == "0" and labels[-1] == "505k" and "500k" in labels and "+10²" in labels
+    assert positions == sorted(positions) and len(positions) == len(labels)
+    fig = plots.lines_figure([{"lines": {"a": (x, steps)}, "xticks": (positions, labels), "vlines": boundaries}])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == labels
+    plt.close(fig)
+    with pytest.raises(ValueError, match="stage_starts must start at 0"):
+        plots.stage_log_axis(steps, [0, 600_000], 505_000)

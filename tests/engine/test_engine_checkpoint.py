@@ -92,3 +92,18 @@ def test_bfloat16_run_resumes(tmp_path):
     assert resumed.params["w"].dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(resumed.params["w"], np.float32), np.asarray(reference.params["w"], np.float32))
     np.testing.assert_array_equal(resumed.loss, reference.loss)
+
+
+def test_a_resumed_run_reports_the_training_time_of_every_call(toy, fixed, tmp_path):
+    """A run trained across sessions reports its whole training-loop time: the checkpoint keeps
+    the time of the calls that wrote it, and a resume adds its own."""
+    from icl_jax.engine import checkpoint as ckpt
+
+    stages = [E.Stage(4, learning_rate=0.1)]
+    first = E.train(toy.loss, toy.init, stages, fixed, out_dir=tmp_path, chunk_steps=2, progress=False)
+    arrays, meta = ckpt.load_checkpoint(tmp_path / "checkpoint.npz")
+    assert 0 < meta["train_seconds"] <= first.wall_seconds
+    ckpt.save_npz(tmp_path / "checkpoint.npz", arrays, {**meta, "train_seconds": 1000.0})  # as if trained for long
+    again = E.train(toy.loss, toy.init, stages, fixed, out_dir=tmp_path, chunk_steps=2, resume=True, progress=False)
+    assert 1000.0 < again.wall_seconds < 1000.0 + 60.0
+    assert json.loads((tmp_path / "metrics.json").read_text())["wall_seconds"] == again.wall_seconds

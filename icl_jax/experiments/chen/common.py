@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from icl_jax import engine
-from icl_jax.analysis.plots import plot_heatmaps, plot_lines
+from icl_jax.analysis.plots import plot_heatmaps, plot_lines, stage_log_axis
 from icl_jax.experiments.common import _loss_stat, _per_seed, _seeds, _test_set
 from icl_jax.experiments.config import ExperimentConfig, option
 from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
@@ -393,7 +393,12 @@ def plot_training(config: ChenConfig, ctx: RunContext, trained: ChenTrained, res
     task, model, m, steps = trained.task, trained.model, trained.metrics, trained.steps
     labels = result["subsets"]
     shares = np.asarray(m["shares"]).mean(0)  # [R, n_S]
-    vlines = result["stage_starts"][1:]
+    # every stage gets equal width, log-scaled inside (CW → a is 500,000 + 5,000 steps)
+    x, xticks, vlines = stage_log_axis(np.maximum(steps, 0), result["stage_starts"], sum(config.stage_steps))
+    # sparse records (the official CW → a records every 500 steps) are drawn as markers, so the
+    # straight segments that log scale gives between them are not read as dynamics
+    axis = {"vlines": vlines, "xticks": xticks, "markers": config.record_every > 10,
+            "xlabel": "step (each stage equal width, log scale inside it: +10² = 100 steps into the stage)"}
     base = result["baselines"]
     refs = {n: base[n]["loss"] for n in _ref_names(task) if n in base}
     refs_off = {n: base[f"{n}/official"]["loss"] for n in _ref_names(task) if f"{n}/official" in base}
@@ -401,19 +406,18 @@ def plot_training(config: ChenConfig, ctx: RunContext, trained: ChenTrained, res
     if gih is not None:
         refs["GIH(S*, final a)"] = gih["prob_ce"]
         refs_off["GIH(S*, final a)"] = gih["official"]
-    x = np.maximum(steps, 0)
     seeds = f"mean of {len(result['seeds'])} seeds" if len(result["seeds"]) > 1 else "one seed"
     plot_lines(
         ctx.figure("dynamics"),
         [
             {"lines": {lab: (x, shares[:, i]) for i, lab in enumerate(labels)}, "ylabel": "share c_S² / Σc²",
-             "vlines": vlines, "ylim": (-0.02, 1.02), "title": "selector: subset shares (label = heads, '110' = {1,2})"},
-            {"lines": {"a": (x, np.asarray(m["a"]).mean(0))}, "ylabel": "classifier scale a", "vlines": vlines,
-             "title": "classifier scale a(t)"},
-            {"lines": {"model (true CE)": (x, np.asarray(m["test_loss"]).mean(0))}, "refs": refs, "vlines": vlines,
-             "ylabel": "test loss, true CE (nats)", "title": "test loss vs Bayes / count / GIH / unigram"},
+             "ylim": (-0.02, 1.02), "title": "selector: subset shares (label = heads, '110' = {1,2})", **axis},
+            {"lines": {"a": (x, np.asarray(m["a"]).mean(0))}, "ylabel": "classifier scale a",
+             "title": "classifier scale a(t)", **axis},
+            {"lines": {"model (true CE)": (x, np.asarray(m["test_loss"]).mean(0))}, "refs": refs,
+             "ylabel": "test loss, true CE (nats)", "title": "test loss vs Bayes / count / GIH / unigram", **axis},
             {"lines": {"model (official metric)": (x, np.asarray(m["test_loss_official"]).mean(0))}, "refs": refs_off,
-             "vlines": vlines, "ylabel": "test loss, official double-softmax CE", "title": "same, official metric"},
+             "ylabel": "test loss, official double-softmax CE", "title": "same, official metric", **axis},
         ],
         title=ctx.title(f"{title}: training dynamics ({seeds}; vertical lines: stage starts)"),
         ncols=2,
