@@ -118,3 +118,26 @@ def test_cw_a_selects_the_parent_heads_and_ends_between_bayes_and_the_hard_count
     stage3 = a_steps >= m["stage_starts"][1]
     assert np.all(np.diff(a[stage3]) >= 0) and a[-1] > 5  # a rises in its own stage only
     assert np.all(a[~stage3] == a[0])
+
+
+def test_joint_cwa_selects_the_parent_heads_within_50_steps_and_keeps_the_largest_share():
+    """Joint CWa (50,000 steps at lr 1): '110' takes the whole selector by the first record
+    (step 50) and ends as the largest share, with a loss between Bayes and the hard count on the
+    parents. (Its share then falls to 0.88 as '001' and '010' grow back: REPRODUCTION.md.)"""
+    m = _metrics("chen-cwa")
+    assert m["selected_subset"] == "110"
+    assert m["subset_shares"]["steps"][1] <= 50 and _share_trajectory(m, "110")[1] > 0.99
+    shares = {k: v["mean"] for k, v in m["final_shares"].items()}
+    assert max(shares, key=shares.get) == "110" and shares["110"] > 0.8
+    base, final = m["baselines"], m["final_loss"]["prob_ce"]["mean"]
+    assert base["bayes"]["loss"] < final < base["count_12"]["loss"]
+
+
+def test_bigram_job_selects_the_single_parent_and_matches_the_gih_closed_form():
+    """Bigram job (H = 1, D = 1, Markov data): the one head copies offset 1 and the model is the
+    GIH of S = {1} at its final a: below the hard count and the unigram, above Bayes."""
+    m = _metrics("chen-bigram")
+    assert m["selected_subset"] == "1" and m["own_offset_attention_final"][0] > 0.99
+    base, final = m["baselines"], m["final_loss"]["prob_ce"]["mean"]
+    assert final == pytest.approx(m["gih_selected_at_final_a"]["prob_ce"], abs=0.005)
+    assert base["bayes"]["loss"] < final < min(base["count_1"]["loss"], base["unigram"]["loss"])
