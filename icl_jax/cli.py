@@ -271,7 +271,7 @@ def cmd_reproduce(args) -> int:
     plan = _reproduce_plan(out, preset, mode, variants=args.variants)
     lanes = _lanes(args, len(plan))
     what = "variants" if args.variants else "experiments"
-    recorded = "custom" if args.variants else preset  # the preset config.json records
+    recorded = preset  # config.json records the base preset; a variant's changes are in its config and titles
     start = time.perf_counter()
     if lanes == 1:
         results = {}

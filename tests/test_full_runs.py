@@ -54,7 +54,7 @@ def test_every_experiment_has_a_finished_official_run_of_the_current_preset(name
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
 def test_every_variant_has_a_finished_run_of_the_current_definition(variant):
     record = json.loads((FULL / "variants" / variant.name / "config.json").read_text())
-    assert record["experiment"] == variant.experiment and record["preset"] == "custom"
+    assert record["experiment"] == variant.experiment and record["preset"] == "official"
     stored = variant.exp.config_type.from_dict(record["config"])
     assert stored.fingerprint() == variant.config("official").fingerprint(), f"{variant.name}: stale run"
     assert _variant(variant.name)["wall_seconds"] > 0

@@ -87,16 +87,17 @@ class RunContext:
 
     @property
     def settings(self) -> str:
-        """The preset and title fields; a custom run also names the keys it changes from the
-        official preset that the title fields do not show (e.g. ``loss=official``)."""
+        """The preset and title fields, then every other computation key that differs from that
+        preset (e.g. ``official preset · … · loss=official`` for ``--set loss=official``; a custom
+        run is compared with the official preset)."""
         line = self.config.settings(self.preset)
-        if self.preset == "custom" and self.name in _REGISTRY:
-            official = _REGISTRY[self.name].official
-            if type(official) is type(self.config):
-                values = self.config.to_dict()
-                changed = [f"{k}={_short(values[k])}" for k in self.config.differences(official)
-                           if k not in self.config.title_fields and k != "trained_run"]
-                line += "".join(f" · {c}" for c in changed)
+        exp = _REGISTRY.get(self.name)
+        if exp is not None and type(exp.official) is type(self.config):
+            base = exp.preset(self.preset) if self.preset in ("official", "quick") else exp.official
+            values, computed = self.config.to_dict(), self.config.fingerprint()
+            changed = [f"{k}={_short(values[k])}" for k in self.config.differences(base)
+                       if k in computed and k not in self.config.title_fields]
+            line += "".join(f" · {c}" for c in changed)
         return line
 
     def title(self, text: str) -> str:

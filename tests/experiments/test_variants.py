@@ -52,8 +52,7 @@ def test_reproduce_variants_plans_every_variant_and_writes_nothing(tmp_path):
 
 def test_reproduce_variants_runs_a_variant_into_its_own_folder(tmp_path, monkeypatch):
     """A toy variant through the command line: its folder is named for the variant, config.json
-    records the preset as custom, the figure titles name the changed key, summary.md has the
-    variant table."""
+    records the preset it varies, summary.md has the variant table."""
     import icl_jax.experiments.variants as variants
 
     toy = {"vocab_size": 3, "seq_len": 6, "steps": 60, "batch_size": 32, "test_size": 256, "record_every": 30,
@@ -63,7 +62,7 @@ def test_reproduce_variants_runs_a_variant_into_its_own_folder(tmp_path, monkeyp
     out = tmp_path / "variants"
     assert main(["reproduce", "--quick", "--variants", "--lanes", "1", "--out", str(out)]) == 0
     record = json.loads((out / v.name / "config.json").read_text())
-    assert record["experiment"] == "nichani-fig2-chain" and record["preset"] == "custom"
+    assert record["experiment"] == "nichani-fig2-chain" and record["preset"] == "quick"
     assert record["config"]["seeds"] == 3
     metrics = json.loads((out / v.name / "metrics.json").read_text())
     assert len(metrics["final_test_loss"]["per_seed"]) == 3
@@ -73,8 +72,13 @@ def test_reproduce_variants_runs_a_variant_into_its_own_folder(tmp_path, monkeyp
     assert "1 variants in 1 lane(s)" in summary
 
 
-def test_a_custom_run_title_names_the_keys_it_changed_from_the_official_preset():
+def test_a_run_title_names_the_keys_it_changed_from_its_preset():
     exp = get_experiment("chen-cwa")
-    ctx = RunContext("chen-cwa", None, "custom", exp.official.replace(loss="official", seeds=3))
-    assert ctx.settings.endswith("seeds 3 · loss=official")  # seeds is a title field: shown once
+    changed = exp.official.replace(loss="official", seeds=3, figure_format="pdf")
+    # seeds is a title field (shown once); figure_format does not change the computation
+    assert RunContext("chen-cwa", None, "official", changed).settings.endswith("seeds 3 · loss=official")
+    quick = exp.quick.replace(loss="official")
+    assert RunContext("chen-cwa", None, "quick", quick).settings == exp.quick.settings("quick") + " · loss=official"
     assert RunContext("chen-cwa", None, "official", exp.official).settings == exp.official.settings("official")
+    custom = RunContext("chen-cwa", None, "custom", exp.official.replace(loss="official")).settings
+    assert custom.startswith("custom preset") and custom.endswith(" · loss=official")
