@@ -141,3 +141,23 @@ def test_bigram_job_selects_the_single_parent_and_matches_the_gih_closed_form():
     base, final = m["baselines"], m["final_loss"]["prob_ce"]["mean"]
     assert final == pytest.approx(m["gih_selected_at_final_a"]["prob_ce"], abs=0.005)
     assert base["bayes"]["loss"] < final < min(base["count_1"]["loss"], base["unigram"]["loss"])
+
+
+def _a_at(m: dict, step: int) -> float:
+    steps = list(m["a"]["steps"])
+    return float(m["a"]["mean"][steps.index(step)])
+
+
+def test_the_official_double_softmax_loss_makes_a_grow_logarithmically_and_the_true_ce_does_not():
+    """The joint CWa recipe under both losses. With the official loss (a second softmax on the
+    probabilities) a gains about the same amount per decade of steps, as the paper describes,
+    and the model tends to the hard count estimator; with the true cross-entropy a settles at the
+    finite optimum of the GIH loss."""
+    official, true_ce = _variant("chen-cwa-official-loss"), _metrics("chen-cwa")
+    decades = [_a_at(official, s) for s in (500, 5000, 50000)]
+    gains = np.diff(decades)
+    assert np.all(gains > 1.5) and abs(gains[1] - gains[0]) < 0.3 * gains[0], decades
+    assert abs(_a_at(true_ce, 50000) - _a_at(true_ce, 5000)) < 0.1
+    assert official["selected_subset"] == "110" and _share_trajectory(official, "110")[1] > 0.99
+    count = official["baselines"]["count_12"]["loss"]
+    assert official["final_loss"]["prob_ce"]["mean"] == pytest.approx(count, abs=0.003)
