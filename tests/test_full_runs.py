@@ -53,7 +53,7 @@ def test_every_experiment_has_a_finished_official_run_of_the_current_preset(name
 
 #: variants whose full run has not finished yet (REPRODUCTION.md says so); a finished one must
 #: leave this set, since its claims are then asserted below
-PENDING_VARIANTS = {"chen-three-stage-variant", "chen-three-stage-d2-seeds3", "chen-cwa-seeds3", "chen-bigram-seeds3",
+PENDING_VARIANTS = {"chen-three-stage-variant", "chen-three-stage-d2-seeds3", "chen-cwa-seeds3",
                     "chen-full-model-seeds3", "nichani-fig5-official-roots"}
 
 
@@ -181,6 +181,8 @@ def test_bigram_job_selects_the_single_parent_and_matches_the_gih_closed_form():
     base, final = m["baselines"], m["final_loss"]["prob_ce"]["mean"]
     assert final == pytest.approx(m["gih_selected_at_final_a"]["prob_ce"], abs=0.005)
     assert base["bayes"]["loss"] < final < min(base["count_1"]["loss"], base["unigram"]["loss"])
+    three = _variant("chen-bigram-seeds3")  # three datasets: the same selection and a within 0.1
+    assert three["selected_subset_per_seed"] == ["1"] * 3 and np.ptp(_per_seed(three["a"]["final"])) < 0.1
 
 
 def _a_at(m: dict, step: int) -> float:
