@@ -53,7 +53,7 @@ def test_every_experiment_has_a_finished_official_run_of_the_current_preset(name
 
 #: variants whose full run has not finished yet (REPRODUCTION.md says so); a finished one must
 #: leave this set, since its claims are then asserted below
-PENDING_VARIANTS = {"chen-three-stage-d2-seeds3", "chen-cwa-seeds3", "nichani-fig5-official-roots"}
+PENDING_VARIANTS = {"chen-three-stage-d2-seeds3", "nichani-fig5-official-roots"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
@@ -170,6 +170,8 @@ def test_joint_cwa_selects_the_parent_heads_within_50_steps_and_keeps_the_larges
     assert max(shares, key=shares.get) == "110" and shares["110"] > 0.8
     base, final = m["baselines"], m["final_loss"]["prob_ce"]["mean"]
     assert base["bayes"]["loss"] < final < base["count_12"]["loss"]
+    three = _variant("chen-cwa-seeds3")  # three datasets: the same selection and the same fall-back
+    assert three["selected_subset_per_seed"] == ["110"] * 3 and np.all(_per_seed(three["final_shares"]["110"]) < 0.95)
 
 
 def test_bigram_job_selects_the_single_parent_and_matches_the_gih_closed_form():
