@@ -271,17 +271,16 @@ def cmd_reproduce(args) -> int:
     plan = _reproduce_plan(out, preset, mode, variants=args.variants)
     lanes = _lanes(args, len(plan))
     what = "variants" if args.variants else "experiments"
-    recorded = preset  # config.json records the base preset; a variant's changes are in its config and titles
     start = time.perf_counter()
     if lanes == 1:
         results = {}
         for name, exp, config, folder, run_mode in plan:
             print(f"[reproduce] {name} ...", file=sys.stderr, flush=True)
-            results[name] = run_experiment(exp.name, folder, config, preset=recorded,
+            results[name] = run_experiment(exp.name, folder, config, preset=preset,
                                            mode=run_mode, progress=sys.stderr.isatty())
     else:
         print(f"[reproduce] {len(plan)} {what} in {lanes} lanes (logs in {out / 'logs'})", file=sys.stderr, flush=True)
-        jobs = [Job(name, config.to_dict(), folder, recorded, run_mode,
+        jobs = [Job(name, config.to_dict(), folder, preset, run_mode,  # a variant records the preset it varies
                     after=_REUSES[name] if getattr(config, "trained_run", None) else None,
                     experiment=None if name == exp.name else exp.name)
                 for name, exp, config, folder, run_mode in plan]
@@ -299,7 +298,7 @@ def cmd_reproduce(args) -> int:
         lines += ["", "| variant | experiment | changed keys | what it answers |", "|---|---|---|---|"]
         for name, *_ in sorted(plan, key=lambda entry: entry[0]):
             v = get_variant(name)
-            changed = ", ".join(f"{k}={val}" for k, val in v.overrides.items())
+            changed = ", ".join(f"{k}={val}" for k, val in v.keys(preset).items())
             lines.append(f"| {name} | {v.experiment} | {changed} | {v.question} |")
     lines += ["", f"{len(plan)} {what} in {lanes} lane(s): {time.perf_counter() - start:.0f} s wall in all."]
     (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -261,14 +261,21 @@ class ExperimentConfig:
                          "help": m["help"]})
         return rows
 
-    def settings(self, preset: str = "") -> str:
-        """The line figure titles carry: preset and the ``title_fields`` values."""
+    def settings(self, preset: str = "", base: "ExperimentConfig | None" = None) -> str:
+        """The line figure titles carry: preset and the ``title_fields`` values, then, given the
+        ``base`` config the run varies, every other computation key that differs from it
+        (``key=value``)."""
         parts = [f"{preset} preset"] if preset else []
-        for key, label in self.title_fields.items():
-            value = getattr(self, key)
-            if isinstance(value, tuple):
-                value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
-            elif isinstance(value, float):
-                value = f"{value:g}"
-            parts.append(f"{label} {value}")
+        parts += [f"{label} {_title_value(getattr(self, key))}" for key, label in self.title_fields.items()]
+        if base is not None:
+            computed = self.fingerprint()
+            parts += [f"{k}={_title_value(getattr(self, k))}" for k in self.differences(base)
+                      if k in computed and k not in self.title_fields]
         return " · ".join(parts)
+
+
+def _title_value(value) -> str:
+    """A config value as figure titles show it (tuples comma-separated, floats %g)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_title_value(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -51,13 +51,6 @@ class Setup(NamedTuple):
     model: Any
 
 
-def _short(value) -> str:
-    """A config value as figure titles show it (lists comma-separated, floats %g)."""
-    if isinstance(value, (list, tuple)):
-        return ",".join(_short(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 @dataclasses.dataclass(frozen=True)
 class RunContext:
     """Where and how one run writes: its folder, figure names and formats, titles.
@@ -90,15 +83,11 @@ class RunContext:
         """The preset and title fields, then every other computation key that differs from that
         preset (e.g. ``official preset · … · loss=official`` for ``--set loss=official``; a custom
         run is compared with the official preset)."""
-        line = self.config.settings(self.preset)
         exp = _REGISTRY.get(self.name)
-        if exp is not None and type(exp.official) is type(self.config):
-            base = exp.preset(self.preset) if self.preset in ("official", "quick") else exp.official
-            values, computed = self.config.to_dict(), self.config.fingerprint()
-            changed = [f"{k}={_short(values[k])}" for k in self.config.differences(base)
-                       if k in computed and k not in self.config.title_fields]
-            line += "".join(f" · {c}" for c in changed)
-        return line
+        if exp is None or type(exp.official) is not type(self.config):
+            return self.config.settings(self.preset)
+        base = exp.preset(self.preset) if self.preset in ("official", "quick") else exp.official
+        return self.config.settings(self.preset, base)
 
     def title(self, text: str) -> str:
         return f"{text}\n{self.settings}" if text else self.settings

@@ -51,10 +51,13 @@ class Variant:
     def exp(self) -> Experiment:
         return get_experiment(self.experiment)
 
+    def keys(self, preset: str = "official") -> Mapping:
+        """The keys this variant changes in ``preset``."""
+        return self.quick if preset == "quick" and self.quick is not None else self.overrides
+
     def config(self, preset: str = "official") -> ExperimentConfig:
         """The variant of ``preset`` (validated like any config)."""
-        keys = self.quick if preset == "quick" and self.quick is not None else self.overrides
-        return self.exp.config(preset, overrides=keys)
+        return self.exp.config(preset, overrides=self.keys(preset))
 
 
 _SEEDS = "mean ± sd over three datasets in one vmapped call, where the official run has one"

@@ -18,7 +18,7 @@ def test_a_variant_is_its_preset_with_exactly_its_keys_changed(variant, preset):
     base = variant.exp.preset(preset)
     config = variant.config(preset)
     variant.exp.check(config)  # task and model build
-    keys = variant.quick if preset == "quick" and variant.quick is not None else variant.overrides
+    keys = variant.keys(preset)
     assert set(config.differences(base)) == set(keys)
     assert {k: getattr(config, k) for k in keys} == dict(keys)
 
