@@ -202,7 +202,9 @@ def _reproduce_plan(out: Path, preset: str, mode: str, variants: bool = False) -
     continue (their settings must match) and the others start. An experiment of ``_REUSES``
     runs after the run it reuses and gets that folder as ``trained_run`` (checked when it starts,
     since the folder is written by the earlier run; reproduce stops at the first failing run, so
-    it never starts on an unfinished one)."""
+    it never starts on an unfinished one). A run that had finished (``metrics.json``) gets mode
+    "done": ``--resume`` reports it from its metrics instead of running it again (``icl-jax resume
+    DIR`` re-evaluates one)."""
     from icl_jax.experiments import check_out, list_experiments
     from icl_jax.experiments.chen.generalization import training_differences
     from icl_jax.experiments.lanes import run_steps
@@ -238,6 +240,8 @@ def _reproduce_plan(out: Path, preset: str, mode: str, variants: bool = False) -
                 raise ValueError(f"--out {out}: {folder} already holds a run; pass --resume to continue the runs "
                                  "there or --overwrite to replace them") from None
             raise
+        if run_mode == "resume" and (folder / "metrics.json").is_file():
+            run_mode = "done"  # finished (its settings match): reported as it is, not run again
         plan.append((name, exp, config, folder, run_mode))
     return plan
 
@@ -269,29 +273,36 @@ def cmd_reproduce(args) -> int:
     preset = "quick" if args.quick else "official"
     out = Path(args.out)
     plan = _reproduce_plan(out, preset, mode, variants=args.variants)
-    lanes = _lanes(args, len(plan))
+    done = {name: json.loads((folder / "metrics.json").read_text())
+            for name, _, _, folder, run_mode in plan if run_mode == "done"}
+    todo = [entry for entry in plan if entry[0] not in done]
+    lanes = _lanes(args, max(1, len(todo)))
     what = "variants" if args.variants else "experiments"
+    if done:
+        print(f"[reproduce] {len(done)} finished before, reported as they are: {', '.join(done)}", file=sys.stderr)
     start = time.perf_counter()
     if lanes == 1:
-        results = {}
-        for name, exp, config, folder, run_mode in plan:
+        results = dict(done)
+        for name, exp, config, folder, run_mode in todo:
             print(f"[reproduce] {name} ...", file=sys.stderr, flush=True)
             results[name] = run_experiment(exp.name, folder, config, preset=preset,
                                            mode=run_mode, progress=sys.stderr.isatty())
     else:
-        print(f"[reproduce] {len(plan)} {what} in {lanes} lanes (logs in {out / 'logs'})", file=sys.stderr, flush=True)
+        print(f"[reproduce] {len(todo)} {what} in {lanes} lanes (logs in {out / 'logs'})", file=sys.stderr, flush=True)
         jobs = [Job(name, config.to_dict(), folder, preset, run_mode,  # a variant records the preset it varies
-                    after=_REUSES[name] if getattr(config, "trained_run", None) else None,
+                    after=_REUSES[name] if getattr(config, "trained_run", None) and _REUSES[name] not in done else None,
                     experiment=None if name == exp.name else exp.name)
-                for name, exp, config, folder, run_mode in plan]
-        results = {name: r["metrics"] for name, r in run_jobs(jobs, lanes, out / "logs").items()}
+                for name, exp, config, folder, run_mode in todo]
+        results = {**done, **{name: r["metrics"] for name, r in run_jobs(jobs, lanes, out / "logs").items()}}
     title = "# icl-jax reproduce " + ("--quick" if args.quick else "--full") + (" --variants" if args.variants else "")
     lines = [title, "", "| experiment | quantity | value |", "|---|---|---|"]
     for name, exp, *_ in sorted(plan, key=lambda entry: entry[0]):  # by name: stable across plan orders
         metrics = results[name]
         for label, value in exp.summary(metrics):
             lines.append(f"| {name} | {label} | {value} |")
-        lines.append(f"| {name} | wall time (s) | {metrics['wall_seconds']:.1f} |")
+        earlier = metrics.get("earlier_calls_wall_seconds")
+        extra = f" (this call; earlier calls that finished it: {' + '.join(f'{s:.1f}' for s in earlier)})" if earlier else ""
+        lines.append(f"| {name} | wall time (s) | {metrics['wall_seconds']:.1f}{extra} |")
     if args.variants:
         from icl_jax.experiments.variants import get_variant
 
@@ -300,7 +311,10 @@ def cmd_reproduce(args) -> int:
             v = get_variant(name)
             changed = ", ".join(f"{k}={val}" for k, val in v.keys(preset).items())
             lines.append(f"| {name} | {v.experiment} | {changed} | {v.question} |")
-    lines += ["", f"{len(plan)} {what} in {lanes} lane(s): {time.perf_counter() - start:.0f} s wall in all."]
+    lines += ["", f"{len(todo)} {what} in {lanes} lane(s): {time.perf_counter() - start:.0f} s wall in all."]
+    if done:
+        lines.append(f"{len(done)} more had finished before this call and are reported from their metrics.json "
+                     f"(their wall times are their own): {', '.join(sorted(done))}.")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print(f"[reproduce] wrote {out / 'summary.md'}", file=sys.stderr)
     return 0

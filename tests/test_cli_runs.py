@@ -174,6 +174,9 @@ def test_reproduce_resume_continues_started_runs_and_starts_the_others(tmp_path,
     (tmp_path / NAME / "config.json").write_text(json.dumps(record))
     modes = {name: mode for name, *_, mode in _reproduce_plan(tmp_path, "quick", "resume")}
     assert modes[NAME] == "resume" and set(modes.values()) == {"new", "resume"}
+    (tmp_path / NAME / "metrics.json").write_text("{}")  # it finished: reported, not run again
+    modes = {name: mode for name, *_, mode in _reproduce_plan(tmp_path, "quick", "resume")}
+    assert modes[NAME] == "done" and set(modes.values()) == {"new", "done"}
 
 
 def test_reproduce_evaluates_the_cw_a_run_in_generalization_instead_of_training_it_again(tmp_path, monkeypatch):
@@ -238,3 +241,10 @@ def test_reproduce_in_two_lanes_writes_the_numbers_of_the_in_process_runs(tmp_pa
         assert (tmp_path / "lanes" / "logs" / f"{exp.name}.log").is_file()
     summary = (tmp_path / "lanes" / "summary.md").read_text()
     assert "2 experiments in 2 lane(s)" in summary and f"| {NAME} |" in summary and "| data-baselines |" in summary
+    # --resume runs nothing that had finished: both are reported from their metrics as they are
+    before = {exp.name: (tmp_path / "lanes" / exp.name / "metrics.json").read_text() for exp in two}
+    assert main(["reproduce", "--quick", "--resume", "--lanes", "2", "--out", str(tmp_path / "lanes")]) == 0
+    assert before == {exp.name: (tmp_path / "lanes" / exp.name / "metrics.json").read_text() for exp in two}
+    again = (tmp_path / "lanes" / "summary.md").read_text()
+    assert "0 experiments in" in again and "2 more had finished before this call" in again
+    assert again.split("\n| variant")[0].split("\n\n0 experiments")[0] == summary.split("\n\n2 experiments")[0]

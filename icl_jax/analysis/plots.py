@@ -424,6 +424,8 @@ def lines_figure(panels: list[dict], title: str = "", *, ncols: int | None = Non
             ax.axvline(x, color="k", lw=0.6, alpha=0.5)
         if panel.get("logx"):
             ax.set_xscale("log")
+        if panel.get("symlogx"):  # log scale that keeps x = 0: linear below the given threshold
+            ax.set_xscale("symlog", linthresh=float(panel["symlogx"]))
         if panel.get("logy"):
             ax.set_yscale("log")
         if panel.get("ylim"):
@@ -444,8 +446,8 @@ def plot_lines(path: Path, panels: list[dict], title: str = "", *, ncols: int | 
     Each panel: ``lines`` {label: (x, y)} (solid), optional ``dashed`` {label: (x, y)}
     (e.g. a theory prediction drawn over the simulation, in the matching colour when the
     label is shared), ``refs`` {label: y} dashed horizontal lines, ``vlines`` (x positions,
-    e.g. stage boundaries), ``xlabel``, ``ylabel``, ``logx``, ``logy``, ``ylim``,
-    ``title``, ``markers`` (bool), ``integer_x`` (integer x ticks), ``xticks`` (positions,
+    e.g. stage boundaries), ``xlabel``, ``ylabel``, ``logx``, ``logy``, ``symlogx``
+    (a linear threshold: log x that keeps x = 0), ``ylim``, ``title``, ``markers`` (bool), ``integer_x`` (integer x ticks), ``xticks`` (positions,
     labels), e.g. from :func:`stage_log_axis`.
     """
     _check_formats(formats)

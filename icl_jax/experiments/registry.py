@@ -256,6 +256,7 @@ def run_experiment(
     exp.check(config)
     out = Path(out_dir)
     resume = check_out(exp, config, out, mode)
+    earlier = _earlier_wall_seconds(out) if mode == "resume" else []
     if mode == "overwrite" and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -272,8 +273,21 @@ def run_experiment(
                                  f"(--overwrite --set ...), since resuming the same config diverges again",
                                  step=err.step, run=err.run, checkpoint=err.checkpoint) from None
     metrics = {**metrics, "wall_seconds": round(time.perf_counter() - start, 3)}
+    if earlier:
+        metrics["earlier_calls_wall_seconds"] = earlier
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _earlier_wall_seconds(out: Path) -> list:
+    """The wall times of the earlier calls that finished this run (a resume of a finished run
+    re-evaluates it; its ``wall_seconds`` is then that call's only). A call killed before its
+    end wrote no metrics; its training time is in ``train_wall_seconds``."""
+    try:
+        prev = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [*prev.get("earlier_calls_wall_seconds", []), prev["wall_seconds"]] if "wall_seconds" in prev else []
 
 
 def resume_experiment(out_dir: str | Path, *, progress: bool = True) -> tuple[str, dict]:

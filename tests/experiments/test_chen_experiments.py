@@ -40,7 +40,7 @@ STAGED = TINY | {"stage_steps": (30, 4, 4), "flow_size": 64, "theory_draws": 64}
 # name -> (overrides, the subset the selector must pick, its minimum final share)
 CASES = {
     # stage I at lr 1 selects {1,2} within tens of steps even at toy size
-    "chen-three-stage-d2": (STAGED | {"seeds": 2}, "110", 0.9),
+    "chen-three-stage-d2": (STAGED | {"seeds": 2, "flow_size": 256}, "110", 0.9),
     "chen-three-stage-d3": (STAGED, "110", 0.5),
     "chen-cw-a": (TINY | {"stage_steps": (30, 10)}, "110", 0.5),
     "chen-cwa": (TINY | {"stage_steps": (30,)}, "110", 0.5),
@@ -107,10 +107,24 @@ def test_experiment_learns_at_toy_size(name, tmp_path):
         assert metrics["theory"]["argmax_G"] == "110"
     if name == "chen-three-stage-d2":
         _check_overlay_data_is_the_run_training_set(tmp_path, name, overrides)
+        _check_per_step_gd_replica(metrics["theory"])
     if name == "chen-generalization":
         assert set(metrics["by_length"]) == {"24"} and set(metrics["by_alpha"]) == {"1"}
         at_train = metrics["by_length"]["24"]
         assert at_train["model"]["prob_ce"]["mean"] < at_train["unigram"]["prob_ce"]
+
+
+def _check_per_step_gd_replica(theory):
+    """flow_size = num_train: the overlay re-runs stage-I GD step by step as explicit Euler with
+    dt = lr (diffrax) on the run's own training set. It must agree with the engine's recorded GD
+    shares (an independent implementation of the same full-batch GD), and the crossing of share
+    0.5 is then resolved to one step instead of one record."""
+    assert theory["gd_time_resolution"] == 1.0  # one step at stage-I lr 1
+    assert theory["gd_replica_max_abs_dev"] < 1e-4, theory["gd_replica_max_abs_dev"]
+    tt = theory["time_to_half_share"]
+    assert all(tt[k] is not None and tt[k] > 0 for k in ("gd", "replicator", "flow")), tt
+    # the exact flow of the same loss crosses within a step or two of GD at lr 1
+    assert abs(tt["flow"] - tt["gd"]) < 2.0, tt
 
 
 def _check_overlay_data_is_the_run_training_set(out, name, overrides):
@@ -258,6 +272,9 @@ def test_generalization_evaluates_a_finished_cw_a_run_without_training(cw_a_run,
                            progress=False)
     assert again["trained_run"] == {"path": str(out), "experiment": GEN}
     np.testing.assert_equal(again["by_alpha"], reused["by_alpha"])
+    # the re-evaluation reports its own wall time and keeps the call that finished the run
+    assert again["earlier_calls_wall_seconds"] == [reused["wall_seconds"]]
+    assert "earlier_calls_wall_seconds" not in reused
 
 
 @pytest.mark.parametrize(
@@ -302,3 +319,13 @@ def test_trained_run_must_be_a_finished_chen_run(cw_a_run, tmp_path):
         with pytest.raises(ValueError, match=match):
             run_experiment(GEN, out, preset="quick", overrides={**overrides, "trained_run": str(folder)}, progress=False)
         assert not out.exists()
+
+
+def test_half_time_interpolates_the_first_crossing_of_one_half():
+    from icl_jax.experiments.chen.staged import half_time
+
+    t = np.array([0.0, 1.0, 3.0, 4.0])
+    assert half_time([0.1, 0.3, 0.7, 0.2], t) == pytest.approx(2.0)  # midway between 0.3 and 0.7 over [1, 3]
+    assert half_time([0.1, 0.5, 0.9, 0.9], t) == 1.0  # a sample exactly at 0.5
+    assert half_time([0.6, 0.9, 0.9, 0.9], t) == 0.0  # starts above
+    assert half_time([0.1, 0.2, 0.4, 0.45], t) is None  # never crosses
