@@ -225,6 +225,19 @@ def test_three_stage_selects_argmax_of_the_modified_chi2_information_within_tens
     assert np.all(a[a_steps <= m["stage_starts"][2]] == a[0]) and a[-1] > 5
 
 
+@pytest.mark.parametrize("name", ["chen-three-stage-d2", "chen-three-stage-d3"])
+def test_stage_one_replicator_is_the_exact_flow_and_gd_at_lr_1_lags_it(name):
+    """Stage I, time for '110' to reach share 0.5 (docs/chen-theory.md#replicator-flow): the
+    replicator from the first-order G_S crosses with the exact flow (within 5 %); GD at the
+    official lr 1, sampled at every step by its Euler replica (equal to the run's records), crosses
+    over twice as late, since the flow is through before one step is over."""
+    theory = _metrics(name)["theory"]
+    tt = theory["time_to_half_share"]
+    assert tt["replicator"] == pytest.approx(tt["flow"], rel=0.05)
+    assert theory["gd_time_resolution"] == 1.0 and theory["gd_replica_max_abs_dev"] < 1e-5
+    assert tt["flow"] < 1.5 and 2 * tt["flow"] < tt["gd"] < 10, tt
+
+
 def test_d3_the_three_head_subset_rises_transiently_then_dies():
     """D = 3: '111' ({1,2,3}) gains share in the first steps, then decays to 0 while '110' → 1."""
     m = _metrics("chen-three-stage-d3")
