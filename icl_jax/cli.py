@@ -311,10 +311,13 @@ def cmd_reproduce(args) -> int:
             v = get_variant(name)
             changed = ", ".join(f"{k}={val}" for k, val in v.keys(preset).items())
             lines.append(f"| {name} | {v.experiment} | {changed} | {v.question} |")
-    lines += ["", f"{len(todo)} {what} in {lanes} lane(s): {time.perf_counter() - start:.0f} s wall in all."]
+    lines.append("")
+    if todo or not done:
+        lines.append(f"{len(todo)} {what} in {lanes} lane(s): {time.perf_counter() - start:.0f} s wall in all.")
     if done:
-        lines.append(f"{len(done)} more had finished before this call and are reported from their metrics.json "
-                     f"(their wall times are their own): {', '.join(sorted(done))}.")
+        own = sum(m["wall_seconds"] for m in done.values())
+        lines.append(f"{len(done)}{' more' if todo else ''} had finished before this call and are reported from their metrics.json "
+                     f"(their own wall times above sum to {own:.0f} s): {', '.join(sorted(done))}.")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print(f"[reproduce] wrote {out / 'summary.md'}", file=sys.stderr)
     return 0

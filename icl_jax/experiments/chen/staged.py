@@ -234,7 +234,7 @@ def _staged_summary(metrics: dict) -> list:
         rows.append((f"stage I time to share 0.5: {gd} / replicator / exact flow",
                      f"{f(tt['gd'])} / {f(tt['replicator'])} / {f(tt['flow'])}"))
         if "gd_replica_max_abs_dev" in th:
-            rows.append(("per-step GD replica (Euler, dt = lr) vs the run's records: max |Δ share|",
+            rows.append(("per-step GD replica (Euler, dt = lr) vs the run's records: max abs(Δ share)",
                          f"{th['gd_replica_max_abs_dev']:.1e}"))
     return rows
 
