@@ -38,13 +38,28 @@ from icl_jax.tasks.graphs import (
     random_tree_graph as random_tree_graph,
     tree_from_dag_array as tree_from_dag_array,
 )
+from icl_jax.tasks.context_tree import ContextTreeTask as ContextTreeTask, ctw_predict as ctw_predict
+from icl_jax.tasks.lags import LagMixtureTask as LagMixtureTask
 from icl_jax.tasks.priors import (
     ngram_window_stationary as ngram_window_stationary,
     sample_dirichlet as sample_dirichlet,
+    sample_doubly_stochastic as sample_doubly_stochastic,
     sample_log_gamma as sample_log_gamma,
     stationary_distribution as stationary_distribution,
 )
-from icl_jax.tasks.sampling import Batch as Batch, SamplingPlan as SamplingPlan, sample_tokens as sample_tokens
+from icl_jax.tasks.sampling import (
+    Batch as Batch,
+    SamplingPlan as SamplingPlan,
+    SequenceBatch as SequenceBatch,
+    node_rows as node_rows,
+    sample_tokens as sample_tokens,
+)
+from icl_jax.tasks.strategies import (
+    lag_strategy as lag_strategy,
+    ngram_strategy as ngram_strategy,
+    uniform_strategy as uniform_strategy,
+)
+from icl_jax.tasks.switching import SwitchingChainTask as SwitchingChainTask, binary_entropy as binary_entropy
 from icl_jax.tasks.tasks import (
     DAGTask as DAGTask,
     NGramTask as NGramTask,
@@ -52,8 +67,10 @@ from icl_jax.tasks.tasks import (
     chen_bigram_task as chen_bigram_task,
     dag_task as dag_task,
     sample as sample,
+    sample_sequences as sample_sequences,
     tree_task as tree_task,
 )
+from icl_jax.tasks.triggers import TriggerTask as TriggerTask
 
 __version__ = "0.1.0"
 

@@ -22,6 +22,7 @@ import numpy as np
 __all__ = [
     "sample_log_gamma",
     "sample_dirichlet",
+    "sample_doubly_stochastic",
     "stationary_distribution",
     "ngram_window_stationary",
 ]
@@ -253,6 +254,32 @@ def sample_dirichlet(
     if not isinstance(vocab_size, (int, np.integer)) or vocab_size < 2:
         raise ValueError(f"vocab_size must be an integer >= 2 (got {vocab_size!r})")
     return _dirichlet(key, alpha, tuple(shape) + (int(vocab_size),), log, jnp.dtype(dtype).type)
+
+
+def sample_doubly_stochastic(key: jax.Array, shape, vocab_size: int, num_permutations: int | None = None,
+                             *, dtype=jnp.float32) -> jax.Array:
+    """Random doubly stochastic k×k matrices (rows and columns sum to 1): ``shape + (k, k)``.
+
+    Each is a Birkhoff mixture Σ_i w_i P_i of ``num_permutations`` = m independent uniform
+    permutation matrices with weights w ~ Dirichlet(1_m). By Birkhoff–von Neumann every doubly
+    stochastic matrix is such a mixture with m <= (k−1)² + 1, the default; the law is not the
+    uniform (Lebesgue) law on the Birkhoff polytope, whose exact sampling is impractical beyond
+    k ≈ 5 (Edelman et al.'s code comment; docs/peer-tasks.md#doubly-stochastic-kernels). The
+    stationary law of each matrix is uniform, so unigram statistics carry no information.
+    """
+    if not isinstance(vocab_size, (int, np.integer)) or vocab_size < 2:
+        raise ValueError(f"vocab_size must be an integer >= 2 (got {vocab_size!r})")
+    k = int(vocab_size)
+    m = (k - 1) ** 2 + 1 if num_permutations is None else num_permutations
+    if not isinstance(m, (int, np.integer)) or isinstance(m, bool) or m < 1:
+        raise ValueError(f"num_permutations must be an integer >= 1 (got {num_permutations!r})")
+    shape = tuple(shape)
+    k_perm, k_w = jax.random.split(key)
+    # a uniform permutation of each (matrix, component) as the argsort of i.i.d. uniforms
+    perm = jnp.argsort(jax.random.uniform(k_perm, shape + (m, k)), axis=-1)
+    perm_matrices = jax.nn.one_hot(perm, k, dtype=dtype)  # [..., m, k, k]: row r has its 1 at perm[r]
+    w = sample_dirichlet(k_w, 1.0, shape, m, dtype=dtype) if m > 1 else jnp.ones(shape + (1,), dtype)
+    return jnp.einsum("...m,...mij->...ij", w, perm_matrices)
 
 
 # Up to this many states the elimination is unrolled on shrinking static slices (n³/3

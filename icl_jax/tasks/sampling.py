@@ -22,7 +22,7 @@ import numpy as np
 
 from icl_jax.tasks.priors import uniform_open
 
-__all__ = ["SamplingPlan", "Batch", "sample_tokens", "target_rows", "token_uniforms"]
+__all__ = ["SamplingPlan", "Batch", "SequenceBatch", "sample_tokens", "target_rows", "node_rows", "token_uniforms"]
 
 
 @jax.tree_util.register_dataclass
@@ -39,6 +39,24 @@ class Batch:
     tokens_BxT: jax.Array
     label_probs_BxS: jax.Array
     label_B: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SequenceBatch:
+    """Sequences with a next-token target at every position (the peers' training signal:
+    loss at every position, docs/peer-tasks.md#next-token-labels-at-every-position).
+
+    Attributes:
+      tokens_BxT: int32 inputs x_0..x_{T−1}.
+      label_probs_BxTxS: the law x_{t+1} was drawn from, given the sequence's kernels and
+        x_0..x_t (soft labels; the Bayes predictor must infer the kernels, this one knows them).
+      labels_BxT: int32 next tokens x_1..x_T (hard labels).
+    """
+
+    tokens_BxT: jax.Array
+    label_probs_BxTxS: jax.Array
+    labels_BxT: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,3 +151,11 @@ def target_rows(tokens_BxN: jax.Array, rows_BxRxS: jax.Array, plan: SamplingPlan
         tokens_BxN.T, plan.row_base[node], jnp.asarray(plan.parents[node]), jnp.asarray(plan.radix[node])
     )
     return jnp.take_along_axis(rows_BxRxS, row_B[:, None, None], axis=1)[:, 0]
+
+
+def node_rows(tokens_BxN: jax.Array, rows_BxRxS: jax.Array, plan: SamplingPlan) -> jax.Array:
+    """The distribution every node was drawn from: ``[B, N, S]`` (:func:`target_rows` for all
+    nodes at once)."""
+    parent_tokens_BxNxK = tokens_BxN[:, plan.parents]
+    row_BxN = jnp.asarray(plan.row_base)[None] + jnp.sum(jnp.asarray(plan.radix)[None] * parent_tokens_BxNxK, axis=-1)
+    return jnp.take_along_axis(rows_BxRxS, row_BxN[:, :, None], axis=1)

@@ -27,8 +27,14 @@ import numpy as np
 
 from icl_jax.tasks import graphs as _graphs
 from icl_jax.tasks.graphs import CausalGraph
-from icl_jax.tasks.priors import _check_alpha_value, ngram_window_stationary, sample_dirichlet, stationary_distribution
-from icl_jax.tasks.sampling import Batch, SamplingPlan, sample_tokens, target_rows
+from icl_jax.tasks.priors import (
+    _check_alpha_value,
+    ngram_window_stationary,
+    sample_dirichlet,
+    sample_doubly_stochastic,
+    stationary_distribution,
+)
+from icl_jax.tasks.sampling import Batch, SamplingPlan, SequenceBatch, node_rows, sample_tokens, target_rows
 
 __all__ = [
     "TreeTask",
@@ -39,6 +45,7 @@ __all__ = [
     "chen_bigram_task",
     "sample",
     "sample_batch",
+    "sample_sequences",
     "MAX_KERNEL_ROWS",
 ]
 
@@ -90,12 +97,38 @@ def sample(task, key: jax.Array, batch_size: int) -> Batch:
     return _sample_jit(task, key, int(batch_size))
 
 
+def _sequences_batch(task, key: jax.Array, batch_size: int) -> SequenceBatch:
+    k_kernels, k_tokens = jax.random.split(key)  # the same halves as sample_batch
+    return task.sequences_with_kernels(k_tokens, task.sample_kernels(k_kernels, batch_size))
+
+
+_sequences_jit = jax.jit(_sequences_batch, static_argnames=("batch_size",))
+
+
+def sample_sequences(task, key: jax.Array, batch_size: int) -> SequenceBatch:
+    """``task.sample_sequences(key, batch_size)`` as a free function (compiled)."""
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+    return _sequences_jit(task, key, int(batch_size))
+
+
 class _TaskBase:
     """Shared sampling logic: kernels → row table → scan sampler → Batch."""
 
     def sample(self, key: jax.Array, batch_size: int) -> Batch:
         """Fresh per-sequence kernels and sequences: a pure function of ``key``."""
         return sample(self, key, batch_size)
+
+    def sample_sequences(self, key: jax.Array, batch_size: int) -> SequenceBatch:
+        """The same sequences as :meth:`sample` (same key, same tokens) with a target at every
+        position: inputs are all nodes but the last, labels all nodes but the first."""
+        return sample_sequences(self, key, batch_size)
+
+    def sequences_with_kernels(self, key: jax.Array, kernels: dict) -> SequenceBatch:
+        """:meth:`sample_sequences` given per-sequence kernels."""
+        rows = self.row_table(kernels)
+        tokens = sample_tokens(key, rows, self.plan)
+        return SequenceBatch(tokens[:, :-1], node_rows(tokens, rows, self.plan)[:, 1:], tokens[:, 1:])
 
     def sample_with_kernels(self, key: jax.Array, kernels: dict) -> Batch:
         """Sequences given per-sequence kernels (e.g. one fixed π broadcast to the batch,
@@ -400,6 +433,10 @@ class NGramTask(_TaskBase):
       alpha: Dirichlet concentration > 0 (pytree leaf, may be vmapped). A concrete α is
         validated (``ValueError`` naming ``alpha``); a traced α ≤ 0 cannot be and yields NaN
         kernels and NaN soft labels (see :func:`~icl_jax.tasks.priors.sample_dirichlet`).
+      kernel: ``"dirichlet"`` (rows i.i.d. Dirichlet(α)) or ``"doubly_stochastic"`` (offsets
+        (1,) only: a random doubly stochastic matrix, :func:`~icl_jax.tasks.priors.sample_doubly_stochastic`,
+        whose uniform stationary law makes unigram statistics uninformative; α is unused;
+        Edelman et al.'s variant, docs/peer-tasks.md#doubly-stochastic-kernels).
     """
 
     vocab_size: int = dataclasses.field(metadata=dict(static=True))
@@ -408,6 +445,7 @@ class NGramTask(_TaskBase):
     init: Literal["uniform", "stationary"] = dataclasses.field(default="uniform", metadata=dict(static=True))
     query: Literal["natural", "uniform"] = dataclasses.field(default="natural", metadata=dict(static=True))
     alpha: float = 0.1
+    kernel: Literal["dirichlet", "doubly_stochastic"] = dataclasses.field(default="dirichlet", metadata=dict(static=True))
 
     def __post_init__(self):
         if not isinstance(self.seq_len, (int, np.integer)):
@@ -415,6 +453,10 @@ class NGramTask(_TaskBase):
         _check_vocab(self.vocab_size)
         _check_alpha_value(self.alpha)
         object.__setattr__(self, "parent_offsets", _graphs.ngram_offsets(self.parent_offsets))
+        _check_choice("kernel", self.kernel, ("dirichlet", "doubly_stochastic"))
+        if self.kernel == "doubly_stochastic" and self.parent_offsets != (1,):
+            raise ValueError(f"kernel='doubly_stochastic' is a k×k matrix: it needs parent_offsets=(1,) "
+                             f"(got {self.parent_offsets!r})")
         _check_choice("init", self.init, ("uniform", "stationary"))
         _check_choice("query", self.query, ("natural", "uniform"))
         k = max(self.parent_offsets)
@@ -444,6 +486,8 @@ class NGramTask(_TaskBase):
 
     def sample_kernels(self, key: jax.Array, batch_size: int) -> dict:
         d = self.vocab_size
+        if self.kernel == "doubly_stochastic":
+            return {"pi": sample_doubly_stochastic(key, (batch_size,), d)}
         return {"pi": sample_dirichlet(key, self.alpha, (batch_size, self.num_contexts), d)}
 
     def row_table(self, kernels: dict) -> jax.Array:

@@ -186,7 +186,7 @@ def _gd_per_step(config: StagedConfig, loss, params0, flow_data, steps_rec, sim_
     """Stage-I GD shares at every step up to the first recorded crossing of share 0.5 (then the
     records), when the training run is full-batch GD on exactly the flow's data (data=fixed,
     flow_size = num_train): explicit Euler with dt = lr on that loss *is* that GD
-    (docs/engine.md#gradient-flow). The replica is checked against the run's records: its largest
+    (docs/engine.md#time-convention). The replica is checked against the run's records: its largest
     deviation at the recorded steps is returned (``max_abs_dev``). Otherwise the records alone.
 
     Returns ``(t, shares [T, n_subsets], replica info or None)``."""
