@@ -28,6 +28,7 @@ __all__ = [
     "LABELS",
     "check_labels",
     "targets",
+    "sequence_targets",
     "cross_entropy_probs",
     "cross_entropy_logits",
     "floored_probs",
@@ -57,6 +58,14 @@ def targets(batch, labels: str, vocab_size: int, dtype=jnp.float32) -> jax.Array
     if check_labels(labels) == "soft":
         return jnp.asarray(batch.label_probs_BxS).astype(dtype)
     return jax.nn.one_hot(batch.label_B, vocab_size, dtype=dtype)
+
+
+def sequence_targets(batch, labels: str, vocab_size: int, dtype=jnp.float32) -> jax.Array:
+    """``[B, T, S]`` targets of a :class:`~icl_jax.tasks.sampling.SequenceBatch` at every position:
+    ``label_probs_BxTxS`` ("soft") or the one-hot next tokens ``labels_BxT`` ("hard")."""
+    if check_labels(labels) == "soft":
+        return jnp.asarray(batch.label_probs_BxTxS).astype(dtype)
+    return jax.nn.one_hot(batch.labels_BxT, vocab_size, dtype=dtype)
 
 
 def cross_entropy_probs(probs_BxS: jax.Array, label_probs_BxS: jax.Array, eps: float = 0.0) -> jax.Array:

@@ -11,6 +11,20 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 import gc  # noqa: E402
 
+# One persistent compilation cache for the whole run (this process, the xdist workers it starts
+# and every subprocess a test spawns: CLI runs, lanes, the two-process sweep), so a program
+# compiled once is loaded from disk when a worker, a child process, or a module after
+# clear_caches below compiles it again. The process that creates it removes it at the end; a
+# cache directory the caller set is used as it is.
+_OWN_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _OWN_CACHE = tempfile.mkdtemp(prefix="icl_jax_tests_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
@@ -31,3 +45,10 @@ def _release_compiled_programs():
     yield
     jax.clear_caches()
     gc.collect()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE is not None:
+        import shutil
+
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)

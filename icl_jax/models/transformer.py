@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from icl_jax.losses import cross_entropy_logits, targets
+from icl_jax.losses import cross_entropy_logits, sequence_targets, targets
 from icl_jax.models.protocol import MeanLoss
 from icl_jax.models.tokens import check_tokens
 
@@ -210,6 +210,16 @@ class Transformer(MeanLoss):
         (``labels="soft"``) or the one-hot of ``batch.label_B`` (``"hard"``)."""
         logits = self.apply(params, batch.tokens_BxT)
         return cross_entropy_logits(logits, targets(batch, labels, self.vocab_size, logits.dtype))
+
+    def per_position_loss(self, params: dict, batch, *, labels: str = "soft") -> jax.Array:
+        """Cross-entropy at every position of a :class:`~icl_jax.tasks.sampling.SequenceBatch`,
+        shape [B, T] (the peers' next-token loss; docs/peer-tasks.md#next-token-labels-at-every-position)."""
+        logits = self.apply_all(params, batch.tokens_BxT)
+        return cross_entropy_logits(logits, sequence_targets(batch, labels, self.vocab_size, logits.dtype))
+
+    def sequence_loss(self, params: dict, batch, **kw) -> jax.Array:
+        """Mean of :meth:`per_position_loss` (what the engine trains on every-position tasks)."""
+        return jnp.mean(self.per_position_loss(params, batch, **kw))
 
     # ------------------------------------------------------------------ internals
     def _check_tokens(self, tokens_BxT: jax.Array) -> jax.Array:

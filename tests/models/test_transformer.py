@@ -258,3 +258,20 @@ def test_bad_inputs_raise():
         fig8_transformer(S, T, 3).apply(params, _tokens())
     with pytest.raises(ValueError, match="x0_BxTxD"):
         model.apply_embedded(params, jnp.zeros((1, T, model.d + 1)))
+
+
+def test_per_position_loss_ends_with_the_last_position_loss():
+    """On a SequenceBatch the loss at every position; its last column is per_example_loss on the
+    Batch the same key draws (the same sequences), for soft and hard labels."""
+    from icl_jax.tasks.switching import SwitchingChainTask
+
+    task = SwitchingChainTask(8, p=0.7, q=0.4)
+    model = Transformer(2, 8, heads=(1, 1), width=8, positions="relative")
+    params = model.init(jax.random.key(0))
+    key = jax.random.key(1)
+    seqs, batch = task.sample_sequences(key, 16), task.sample(key, 16)
+    for labels in ("soft", "hard"):
+        per_pos = model.per_position_loss(params, seqs, labels=labels)
+        assert per_pos.shape == (16, 8)
+        np.testing.assert_allclose(per_pos[:, -1], model.per_example_loss(params, batch, labels=labels), rtol=1e-5)
+    assert float(model.sequence_loss(params, seqs)) == pytest.approx(float(jnp.mean(model.per_position_loss(params, seqs))))

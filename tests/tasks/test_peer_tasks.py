@@ -287,7 +287,7 @@ def test_lag_sequences_follow_their_lag_and_lags_are_uniform():
     task = LagMixtureTask(3, 24, (1, 2, 3), alpha=0.5)
     key = jax.random.key(9)
     k_kern, k_tok = jax.random.split(key)
-    kernels = task.sample_kernels(k_kern, 3000)
+    kernels = task.sample_kernels(k_kern, 2000)
     seqs = task.sequences_with_kernels(k_tok, kernels)
     lag = np.asarray(task.lags)[np.asarray(kernels["lag_index"])]
     pi, x = np.asarray(kernels["P"]), np.asarray(seqs.tokens_BxT)
@@ -296,9 +296,11 @@ def test_lag_sequences_follow_their_lag_and_lags_are_uniform():
         ell = lag[b]
         for t in range(ell - 1, 24):
             np.testing.assert_allclose(law[b, t], pi[b, x[b, t + 1 - ell]], rtol=1e-6)
-    freq = np.bincount(np.asarray(kernels["lag_index"]), minlength=3) / 3000
-    assert np.all(np.abs(freq - 1 / 3) < Z * math.sqrt(2 / 9 / 3000))
-    np.testing.assert_array_equal(task.sample_sequences(key, 3000).tokens_BxT, seqs.tokens_BxT)
+    freq = np.bincount(np.asarray(kernels["lag_index"]), minlength=3) / 2000
+    assert np.all(np.abs(freq - 1 / 3) < Z * math.sqrt(2 / 9 / 2000))
+    np.testing.assert_array_equal(task.sample_sequences(key, 2000).tokens_BxT, seqs.tokens_BxT)
+    other = task.sample_sequences(jax.random.key(10), 2000).tokens_BxT
+    assert not np.array_equal(other, seqs.tokens_BxT)  # another key, other sequences
 
 
 def test_lag_bayes_matches_quadrature_over_the_kernel():
@@ -404,7 +406,7 @@ def test_context_tree_sampler_follows_the_ctw_prior():
     """D = 1, binary: the root is a leaf (both contexts share one θ) with probability ½; labels
     are the leaf law of their context; a deeper tree's contexts map to leaves on their path."""
     task = ContextTreeTask(2, 1, 16)
-    b = 20000
+    b = 8000
     k_kern, k_tok = jax.random.split(jax.random.key(0))
     kernels = task.sample_kernels(k_kern, b)
     rows = np.asarray(task.row_table(kernels))[:, 1:]
@@ -437,13 +439,3 @@ def test_ctw_is_better_than_a_fixed_order_on_its_own_source():
 def test_context_tree_task_rejects_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         ContextTreeTask(**({"vocab_size": 2, "depth": 3, "seq_len": 16} | kw))
-
-
-def test_every_peer_sampler_is_deterministic_in_its_key():
-    tasks = [SwitchingChainTask(8), TriggerTask(vocab_size=6, seq_len=8, num_triggers=1),
-             LagMixtureTask(3, 8, (1, 2)), ContextTreeTask(2, 2, 8)]
-    for task in tasks:
-        a, b = task.sample_sequences(jax.random.key(0), 4), task.sample_sequences(jax.random.key(0), 4)
-        np.testing.assert_array_equal(a.tokens_BxT, b.tokens_BxT)
-        c = task.sample_sequences(jax.random.key(1), 4)
-        assert not np.array_equal(a.tokens_BxT, c.tokens_BxT)
