@@ -28,6 +28,18 @@ __all__ = ["ngram_strategy", "lag_strategy", "uniform_strategy", "MAX_STRATEGY_C
 MAX_STRATEGY_CELLS = 1 << 12
 
 
+def _check(vocab_size, n: int, beta, table: str) -> int:
+    """Validate k, the k^n count table and β; returns k."""
+    k = vocab_size
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
+        raise ValueError(f"vocab_size must be an integer >= 2 (got {k!r})")
+    if k**n > MAX_STRATEGY_CELLS:
+        raise ValueError(f"{table} = {k ** n} cells per position; at most {MAX_STRATEGY_CELLS} are supported")
+    if isinstance(beta, (int, float)) and not beta > 0:
+        raise ValueError(f"beta must be > 0 (got {beta!r})")
+    return int(k)
+
+
 def uniform_strategy(tokens_BxT: jax.Array, vocab_size: int) -> jax.Array:
     """1/k at every position: ``[B, T, k]``."""
     b, t = tokens_BxT.shape
@@ -44,16 +56,9 @@ def ngram_strategy(tokens_BxT: jax.Array, vocab_size: int, n: int, beta=1.0) -> 
       n: 1 (unigram), 2 (bigram), ...; k^n <= :data:`MAX_STRATEGY_CELLS`.
       beta: pseudo-count > 0 (1: Laplace; α: the Dirichlet(α) posterior predictive). May be traced.
     """
-    k = vocab_size
-    if not isinstance(k, (int, np.integer)) or k < 2:
-        raise ValueError(f"vocab_size must be an integer >= 2 (got {k!r})")
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be an integer >= 1 (1 = unigram, 2 = bigram; got {n!r})")
-    if k**n > MAX_STRATEGY_CELLS:
-        raise ValueError(f"n: the count table has vocab_size**n = {k ** n} cells per position; at most "
-                         f"{MAX_STRATEGY_CELLS} are supported")
-    if isinstance(beta, (int, float)) and not beta > 0:
-        raise ValueError(f"beta must be > 0 (got {beta!r})")
+    k = _check(vocab_size, n, beta, "n: the count table has vocab_size**n")
     tokens_BxT = jnp.asarray(tokens_BxT, jnp.int32)
     b, t = tokens_BxT.shape
     m = n - 1
@@ -85,16 +90,9 @@ def lag_strategy(tokens_BxT: jax.Array, vocab_size: int, lag: int, beta=1.0) -> 
 
     uniform where t + 1 < ℓ (no token ℓ back). ``lag = 1`` is the bigram of :func:`ngram_strategy`.
     """
-    k = vocab_size
-    if not isinstance(k, (int, np.integer)) or k < 2:
-        raise ValueError(f"vocab_size must be an integer >= 2 (got {k!r})")
     if not isinstance(lag, (int, np.integer)) or isinstance(lag, bool) or lag < 1:
         raise ValueError(f"lag must be an integer >= 1 (got {lag!r})")
-    if k * k > MAX_STRATEGY_CELLS:
-        raise ValueError(f"vocab_size: the count table has vocab_size**2 = {k * k} cells per position; at most "
-                         f"{MAX_STRATEGY_CELLS} are supported")
-    if isinstance(beta, (int, float)) and not beta > 0:
-        raise ValueError(f"beta must be > 0 (got {beta!r})")
+    k = _check(vocab_size, 2, beta, "vocab_size: the count table has vocab_size**2")
     tokens_BxT = jnp.asarray(tokens_BxT, jnp.int32)
     b, t = tokens_BxT.shape
     back_BxT = jnp.pad(tokens_BxT, ((0, 0), (lag, 0)))[:, :t]  # x_{i−ℓ} (0-padded where i < ℓ)

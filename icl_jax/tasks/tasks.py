@@ -90,11 +90,15 @@ def sample_batch(task, key: jax.Array, batch_size: int) -> Batch:
 _sample_jit = jax.jit(sample_batch, static_argnames=("batch_size",))
 
 
+def _check_batch_size(batch_size) -> int:
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+    return int(batch_size)
+
+
 def sample(task, key: jax.Array, batch_size: int) -> Batch:
     """``task.sample(key, batch_size)`` as a free function (compiled, α traced)."""
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
-    return _sample_jit(task, key, int(batch_size))
+    return _sample_jit(task, key, _check_batch_size(batch_size))
 
 
 def _sequences_batch(task, key: jax.Array, batch_size: int) -> SequenceBatch:
@@ -107,9 +111,7 @@ _sequences_jit = jax.jit(_sequences_batch, static_argnames=("batch_size",))
 
 def sample_sequences(task, key: jax.Array, batch_size: int) -> SequenceBatch:
     """``task.sample_sequences(key, batch_size)`` as a free function (compiled)."""
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
-    return _sequences_jit(task, key, int(batch_size))
+    return _sequences_jit(task, key, _check_batch_size(batch_size))
 
 
 class _TaskBase:
