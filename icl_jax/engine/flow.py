@@ -56,6 +56,10 @@ def _flow_stages(stages) -> tuple[tuple[tuple[str, ...] | None, float, float], .
     if isinstance(stages, (int, float)):
         stages = [(None, float(stages))]
     else:
+        for i, s in enumerate(stages):
+            if isinstance(s, Stage) and s.loss_kwargs:
+                raise ValueError(f"stages[{i}].loss_kwargs: the gradient flow integrates one loss; bind the keywords "
+                                 "into loss_fn instead")
         stages = [(s.groups, flow_duration(s)) if isinstance(s, Stage) else tuple(s) for s in stages]
     if not stages:
         raise ValueError("stages: need a duration or at least one Stage")

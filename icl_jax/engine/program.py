@@ -98,11 +98,12 @@ class Program:
         _, data_key = run_keys(key)
         prepared = self.data.prepare(data_key, hparams, dataset)
         tx = self.stages[stage_idx].transform(hparams, self.label_fn(state.params))
+        loss_fn = _stage_loss(self.loss_fn, self.stages[stage_idx])
 
         def step(carry, _):
             params, opt_state, t = carry
             batch = self.data.batch(prepared, data_key, t, hparams)
-            loss, grads = jax.value_and_grad(self.loss_fn)(params, batch)
+            loss, grads = jax.value_and_grad(loss_fn)(params, batch)
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state, t + 1), loss
 
@@ -247,7 +248,7 @@ def _make_program(
                 "so keep integer data in the batch or close over it in the loss"
             )
     stages = check_stages(stages, params_shape, label_fn, tuple(hparams_example))
-    _check_loss_output(loss_fn, data, params_shape, shape_key, hparams_example)
+    _check_loss_output(loss_fn, data, params_shape, shape_key, hparams_example, stages)
     total = sum(s.steps for s in stages)
     if chunk_steps is None:
         chunk_steps = max(1024, -(-total // 64))
@@ -265,11 +266,22 @@ def _make_program(
     )
 
 
-def _check_loss_output(loss_fn, data, params_shape, key, hparams) -> None:
-    """Shape-check the loss on an abstract batch, so a non-scalar loss fails at config time."""
+def _stage_loss(loss_fn, stage: Stage):
+    """The loss of a stage: ``loss_fn`` with the stage's ``loss_kwargs`` bound."""
+    if not stage.loss_kwargs:
+        return loss_fn
+    kw = dict(stage.loss_kwargs)
+    return lambda params, batch: loss_fn(params, batch, **kw)
+
+
+def _check_loss_output(loss_fn, data, params_shape, key, hparams, stages=()) -> None:
+    """Shape-check the loss (with every stage's ``loss_kwargs``) on an abstract batch, so a
+    non-scalar loss or a bad keyword fails at config time, before anything trains."""
     _, data_key = run_keys(key)
     prepared = jax.eval_shape(lambda k: data.prepare(k, hparams, data.dataset), data_key)
     batch = jax.eval_shape(lambda p, k: data.batch(p, k, jnp.zeros((), jnp.int32), hparams), prepared, data_key)
-    out = jax.eval_shape(loss_fn, params_shape, batch)
-    if not hasattr(out, "shape") or out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
-        raise ValueError(f"loss_fn: must return a scalar float (mean over the batch), got {out}")
+    for kw in dict.fromkeys([s.loss_kwargs for s in stages] or [()]):
+        fn = _stage_loss(loss_fn, Stage(1, loss_kwargs=kw))
+        out = jax.eval_shape(fn, params_shape, batch)
+        if not hasattr(out, "shape") or out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
+            raise ValueError(f"loss_fn: must return a scalar float (mean over the batch), got {out}")

@@ -75,6 +75,11 @@ class Stage:
       weight_decay: float or hyperparameter name. For "sgd"/"adam" it is coupled (the gradient
         becomes g + wd·θ, as Nichani's `single_parent.py` adds it); for "adamw" it is AdamW's
         decoupled decay (optax.adamw, decay applied to every trained parameter).
+      loss_kwargs: keyword arguments of the loss during this stage (a mapping, stored as a
+        sorted tuple of pairs; values must be hashable), e.g. ``{"interventions":
+        Interventions(ablate=((1, 0),))}`` to ablate a head for this stage's steps only
+        (docs/peer-tasks.md#interventions). Each stage has its own optimiser state, so a
+        stage boundary restarts, e.g., Adam's moments.
       name: label used in logs and progress bars.
     """
 
@@ -90,8 +95,19 @@ class Stage:
     eps: float = 1e-8
     final_lr_fraction: float = 0.0
     name: str = ""
+    loss_kwargs: tuple = ()
 
     def __post_init__(self):
+        kw = self.loss_kwargs
+        if isinstance(kw, Mapping):
+            kw = tuple(sorted(kw.items()))
+        if not isinstance(kw, tuple) or any(not (isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)) for p in kw):
+            raise ValueError(f"Stage.loss_kwargs: must be a mapping of keyword names to values, got {self.loss_kwargs!r}")
+        try:
+            hash(kw)
+        except TypeError:
+            raise ValueError(f"Stage.loss_kwargs: values must be hashable (they are static), got {self.loss_kwargs!r}") from None
+        object.__setattr__(self, "loss_kwargs", kw)
         if isinstance(self.groups, str):
             object.__setattr__(self, "groups", (self.groups,))
         elif self.groups is not None:
@@ -128,6 +144,8 @@ class Stage:
     def describe(self) -> dict:
         """JSON-able description (for config.json and checkpoint fingerprints)."""
         out = dataclasses.asdict(self)
+        if not self.loss_kwargs:  # absent unless used: fingerprints of earlier runs stay valid
+            del out["loss_kwargs"]
         if callable(self.optimizer):
             out["optimizer"] = getattr(self.optimizer, "__qualname__", repr(self.optimizer))
         return out

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from icl_jax.losses import cross_entropy_logits, sequence_targets, targets
+from icl_jax.models.interventions import Interventions
 from icl_jax.models.protocol import MeanLoss
 from icl_jax.models.tokens import check_tokens
 
@@ -178,43 +179,46 @@ class Transformer(MeanLoss):
         """The input stream x^(0), shape [B, T, d]."""
         return self._net(params).embed(self._check_tokens(tokens_BxT), _dtype(params))
 
-    def apply_embedded(self, params: dict, x0_BxTxD: jax.Array) -> jax.Array:
+    def apply_embedded(self, params: dict, x0_BxTxD: jax.Array, *, interventions=None) -> jax.Array:
         """Logits at every position, [B, T, S], from any continuous input stream of width d
         (:meth:`embed` for real tokens; used for causality checks)."""
         if x0_BxTxD.ndim != 3 or x0_BxTxD.shape[1:] != (self.seq_len, self.d):
             raise ValueError(f"x0_BxTxD must have shape [B, {self.seq_len}, {self.d}] (got {x0_BxTxD.shape})")
-        return self._net(params)(x0_BxTxD)[0]
+        return self._net(params)(x0_BxTxD, interventions=self._interventions(interventions))[0]
 
-    def apply(self, params: dict, tokens_BxT: jax.Array) -> jax.Array:
+    def apply(self, params: dict, tokens_BxT: jax.Array, *, interventions=None) -> jax.Array:
         """Next-token logits at the last position, [B, S] (feed ``log_softmax`` to a loss).
 
         The last layer is evaluated at the query position only (the readout needs nothing
         else, so this is exact); equals ``apply_all(...)[:, -1]`` up to float rounding."""
         net = self._net(params)
         x = net.embed(self._check_tokens(tokens_BxT), _dtype(params))
-        return net(x, last_only=True)[0][:, 0]
+        return net(x, last_only=True, interventions=self._interventions(interventions))[0][:, 0]
 
-    def apply_all(self, params: dict, tokens_BxT: jax.Array) -> jax.Array:
+    def apply_all(self, params: dict, tokens_BxT: jax.Array, *, interventions=None) -> jax.Array:
         """Next-token logits at every position, [B, T, S] (row i sees tokens ≤ i)."""
         net = self._net(params)
-        return net(net.embed(self._check_tokens(tokens_BxT), _dtype(params)))[0]
+        return net(net.embed(self._check_tokens(tokens_BxT), _dtype(params)),
+                   interventions=self._interventions(interventions))[0]
 
-    def attention(self, params: dict, tokens_BxT: jax.Array) -> list[jax.Array]:
+    def attention(self, params: dict, tokens_BxT: jax.Array, *, interventions=None) -> list[jax.Array]:
         """Attention maps on real sequences, one [B, H, T, T] array per layer (row i is the
-        causal softmax over keys j ≤ i)."""
+        causal softmax over keys j ≤ i, or a clamped head's fixed pattern)."""
         net = self._net(params)
-        return net(net.embed(self._check_tokens(tokens_BxT), _dtype(params)))[1]
+        return net(net.embed(self._check_tokens(tokens_BxT), _dtype(params)),
+                   interventions=self._interventions(interventions))[1]
 
-    def per_example_loss(self, params: dict, batch, *, labels: str = "soft") -> jax.Array:
+    def per_example_loss(self, params: dict, batch, *, labels: str = "soft", interventions=None) -> jax.Array:
         """Cross-entropy at the last position, shape [B]: against ``batch.label_probs_BxS``
-        (``labels="soft"``) or the one-hot of ``batch.label_B`` (``"hard"``)."""
-        logits = self.apply(params, batch.tokens_BxT)
+        (``labels="soft"``) or the one-hot of ``batch.label_B`` (``"hard"``). ``interventions``:
+        heads to ablate or clamp (:class:`~icl_jax.models.interventions.Interventions`)."""
+        logits = self.apply(params, batch.tokens_BxT, interventions=interventions)
         return cross_entropy_logits(logits, targets(batch, labels, self.vocab_size, logits.dtype))
 
-    def per_position_loss(self, params: dict, batch, *, labels: str = "soft") -> jax.Array:
+    def per_position_loss(self, params: dict, batch, *, labels: str = "soft", interventions=None) -> jax.Array:
         """Cross-entropy at every position of a :class:`~icl_jax.tasks.sampling.SequenceBatch`,
         shape [B, T] (the peers' next-token loss; docs/peer-tasks.md#next-token-labels-at-every-position)."""
-        logits = self.apply_all(params, batch.tokens_BxT)
+        logits = self.apply_all(params, batch.tokens_BxT, interventions=interventions)
         return cross_entropy_logits(logits, sequence_targets(batch, labels, self.vocab_size, logits.dtype))
 
     def sequence_loss(self, params: dict, batch, **kw) -> jax.Array:
@@ -222,6 +226,14 @@ class Transformer(MeanLoss):
         return jnp.mean(self.per_position_loss(params, batch, **kw))
 
     # ------------------------------------------------------------------ internals
+    def _interventions(self, interventions):
+        if interventions is None:
+            return None
+        if not isinstance(interventions, Interventions):
+            raise ValueError(f"interventions must be an Interventions (got {type(interventions).__name__})")
+        interventions.check(self.heads)
+        return interventions
+
     def _check_tokens(self, tokens_BxT: jax.Array) -> jax.Array:
         return check_tokens(tokens_BxT, self.vocab_size, seq_len=self.seq_len)
 
@@ -328,7 +340,7 @@ class Attention(nnx.Module):
             self.o = _normal(keys[-1], (h, dh, d), d)
         self.rel = nnx.Param(jnp.zeros((h, t), jnp.float32)) if cfg.positions == "relative" else None
 
-    def __call__(self, xq_BxQxD, x_BxTxD):
+    def __call__(self, xq_BxQxD, x_BxTxD, gate_H=None, clamp=None):
         q, t = xq_BxQxD.shape[1], x_BxTxD.shape[1]
         i = jnp.arange(t - q, t)[:, None]  # query positions
         j = jnp.arange(t)[None, :]
@@ -341,11 +353,20 @@ class Attention(nnx.Module):
         if self.rel is not None:
             u = u + self.rel[...][:, jnp.clip(i - j, 0, t - 1)][None]
         s = jax.nn.softmax(jnp.where(jnp.broadcast_to(j <= i, u.shape), u, -jnp.inf), axis=-1)
+        if clamp is not None:  # fixed patterns for the clamped heads (models/interventions.py)
+            mask_H, pattern_HxQxT = clamp
+            s = jnp.where(mask_H[None, :, None, None], pattern_HxQxT[None].astype(s.dtype), s)
         if self.bilinear:
-            out = jnp.einsum("bhid,hde->bie", jnp.einsum("bhij,bjd->bhid", s, x_BxTxD), self.V[...])
+            heads = jnp.einsum("bhij,bjd->bhid", s, x_BxTxD)
+            if gate_H is not None:
+                heads = heads * gate_H[None, :, None, None].astype(heads.dtype)
+            out = jnp.einsum("bhid,hde->bie", heads, self.V[...])
         else:
             vh = jnp.einsum("bjd,hde->bhje", x_BxTxD, self.v[...])
-            out = jnp.einsum("bhie,hed->bid", jnp.einsum("bhij,bhje->bhie", s, vh), self.o[...])
+            heads = jnp.einsum("bhij,bhje->bhie", s, vh)
+            if gate_H is not None:
+                heads = heads * gate_H[None, :, None, None].astype(heads.dtype)
+            out = jnp.einsum("bhie,hed->bid", heads, self.o[...])
         return out, s
 
 
@@ -357,9 +378,9 @@ class Block(nnx.Module):
         self.ln2 = LayerNorm(cfg.d) if cfg.layernorm and cfg.mlp and not self.composed else None
         self.mlp = MLP(cfg, k_mlp) if cfg.mlp else None
 
-    def __call__(self, x_BxTxD, last_only: bool = False):
+    def __call__(self, x_BxTxD, last_only: bool = False, gate_H=None, clamp=None):
         hx = self.ln1(x_BxTxD) if self.ln1 is not None else x_BxTxD
-        a, s = self.attn(hx[:, -1:] if last_only else hx, hx)
+        a, s = self.attn(hx[:, -1:] if last_only else hx, hx, gate_H, clamp)
         x = x_BxTxD[:, -1:] if last_only else x_BxTxD
         if self.mlp is None:
             return x + a, s
@@ -396,12 +417,17 @@ class _Net(nnx.Module):
         x = self.wte[...][tokens_BxT]
         return x + self.wpe[...][None] if cfg.positions == "absolute" else x
 
-    def __call__(self, x_BxTxD, last_only: bool = False):
+    def __call__(self, x_BxTxD, last_only: bool = False, interventions=None):
         """(logits [B, T or 1, S], attention maps) from the input stream."""
         maps = []
-        n = self.cfg.num_layers
+        n, t = self.cfg.num_layers, x_BxTxD.shape[1]
         for l in range(n):
-            x_BxTxD, s = getattr(self, f"L{l + 1}")(x_BxTxD, last_only=last_only and l == n - 1)
+            last = last_only and l == n - 1
+            gate = clamp = None
+            if interventions:
+                h = self.cfg.heads[l]
+                gate, clamp = interventions.gate(l + 1, h), interventions.clamps(l + 1, h, 1 if last else t, t)
+            x_BxTxD, s = getattr(self, f"L{l + 1}")(x_BxTxD, last_only=last, gate_H=gate, clamp=clamp)
             maps.append(s)
         if self.ln_f is not None:
             x_BxTxD = self.ln_f(x_BxTxD)
