@@ -313,7 +313,8 @@ def cmd_reproduce(args) -> int:
             lines.append(f"| {name} | {v.experiment} | {changed} | {v.question} |")
     lines.append("")
     if todo or not done:
-        lines.append(f"{len(todo)} {what} in {lanes} lane(s): {time.perf_counter() - start:.0f} s wall in all.")
+        noun = what if len(todo) != 1 else what[:-1]
+        lines.append(f"{len(todo)} {noun} in {lanes} lane(s): {time.perf_counter() - start:.0f} s wall in all.")
     if done:
         own = sum(m["wall_seconds"] for m in done.values())
         lines.append(f"{len(done)}{' more' if todo else ''} had finished before this call and are reported from their metrics.json "

@@ -37,8 +37,16 @@ def _per_seed(stat) -> np.ndarray:
 # ---------------------------------------------------------------------------- the runs themselves
 
 
+#: registered experiments whose official run has not been made yet (REPRODUCTION.md says so); a
+#: finished one must leave this set, since its run is then checked like the others
+PENDING_EXPERIMENTS = {"makkuva-switching"}
+
+
 @pytest.mark.parametrize("name", [e.name for e in list_experiments()])
 def test_every_experiment_has_a_finished_official_run_of_the_current_preset(name):
+    if name in PENDING_EXPERIMENTS:
+        assert not (FULL / name / "metrics.json").is_file(), f"{name} has finished: remove it from PENDING_EXPERIMENTS"
+        return
     record = json.loads((FULL / name / "config.json").read_text())
     assert record["experiment"] == name and record["preset"] == "official"
     exp = get_experiment(name)

@@ -19,3 +19,4 @@ from icl_jax.experiments.registry import (  # noqa: F401
 from icl_jax.experiments import data as _data  # noqa: F401,E402  (registers data-baselines)
 from icl_jax.experiments import nichani as _nichani  # noqa: F401,E402  (registers nichani-*)
 from icl_jax.experiments import chen as _chen  # noqa: F401,E402  (registers chen-*)
+from icl_jax.experiments import peers as _peers  # noqa: F401,E402  (registers the peer experiments)
