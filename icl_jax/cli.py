@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["main"]
 
 
@@ -186,6 +188,38 @@ def cmd_resume(args) -> int:
 
     name, metrics = resume_experiment(args.dir, progress=sys.stderr.isatty())
     _print_headline(name, args.dir, metrics, get_experiment(name).summary(metrics))
+    return 0
+
+
+def cmd_animate(args) -> int:
+    """Every matrix-valued recorded metric of the run in DIR as DIR/<experiment>_<metric>.gif."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from icl_jax.analysis.animation import animate_maps, frame_indices, matrix_metrics
+    from icl_jax.experiments import get_experiment, load_run
+
+    run = load_run(args.dir)
+    if run.trajectories is None:
+        raise ValueError(f"{args.dir}: the run has no recorded trajectories (run/trajectory.npz); finish it first")
+    n = len(run.seeds)
+    if not 0 <= args.seed_index < n:
+        raise ValueError(f"--seed-index must be in [0, {n - 1}] (the run has {n} seeds), got {args.seed_index}")
+    maps = matrix_metrics(run.trajectories, args.seed_index)
+    if not maps:
+        raise ValueError(f"{args.dir}: {run.experiment} records no matrix-valued metric over training "
+                         f"(recorded: {sorted(run.trajectories.get('metrics') or {})})")
+    if args.max_frames < 2:
+        raise ValueError(f"--max-frames must be >= 2 (got {args.max_frames})")
+    steps = np.asarray(run.trajectories["steps"])
+    keep = frame_indices(len(steps), args.max_frames)
+    axes = get_experiment(run.experiment).map_axes
+    for name, frames in maps.items():
+        xlabel, ylabel = axes.get(name.split("_head")[0], ("column", "row"))
+        out = animate_maps(Path(args.dir) / f"{run.experiment}_{name}.gif", steps[keep].tolist(),
+                           [{"frames": frames[keep], "title": name, "xlabel": xlabel, "ylabel": ylabel}],
+                           f"{run.experiment}: {name} over training (seed {run.seeds[args.seed_index]})", fps=args.fps)
+        print(out)
     return 0
 
 
@@ -465,6 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("resume", help="continue a killed run from its checkpoint, with the config stored in DIR")
     rs.add_argument("dir", type=Path)
     rs.set_defaults(func=cmd_resume)
+
+    an = sub.add_parser("animate", help="matrix-valued metrics of a run over training as GIFs (e.g. Chen's W)")
+    an.add_argument("dir", type=Path)
+    an.add_argument("--seed-index", type=int, default=0, help="which run of the seed axis (default 0)")
+    an.add_argument("--fps", type=int, default=6, help="frames per second")
+    an.add_argument("--max-frames", type=int, default=60,
+                    help="at most this many records, log-spaced in record index (early training changes fastest)")
+    an.set_defaults(func=cmd_animate)
 
     q = sub.add_parser("reproduce", help="run every registered experiment; figures + summary.md")
     q.add_argument("--quick", action="store_true", help="CPU-sized versions (minutes)")

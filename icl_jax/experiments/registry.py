@@ -112,6 +112,8 @@ class Experiment:
         :func:`icl_jax.load_run` to rebuild the model of a stored run.
       summary: ``summary(metrics) -> [(label, value), ...]``: the headline rows printed at the
         end of a run and added to ``summary.md``.
+      map_axes: ``{metric: (xlabel, ylabel)}`` of the matrix-valued recorded metrics, for
+        ``icl-jax animate`` (docs/experiments.md#animations).
     """
 
     name: str
@@ -121,6 +123,7 @@ class Experiment:
     run: Callable[[Any, RunContext], dict]
     build: Callable[[Any], Setup]
     summary: Callable[[dict], list] = lambda metrics: []
+    map_axes: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if type(self.official) is not type(self.quick):

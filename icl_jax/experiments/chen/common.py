@@ -474,7 +474,8 @@ def _run_training(title: str):
 def _register(name: str, description: str, title: str, official: ChenConfig, quick: ChenConfig, run=None,
               summary=_summary, build=_build) -> Experiment:
     return register(Experiment(name=name, description=description, official=official, quick=quick,
-                               run=run or _run_training(title), build=build, summary=summary))
+                               run=run or _run_training(title), build=build, summary=summary,
+                               map_axes={"W": ("head", "offset index")}))
 
 
 #: the changes every quick preset makes (CPU minutes)
