@@ -36,3 +36,18 @@ def test_switching_experiment_refuses_bad_settings_before_writing(tmp_path, chan
         run_experiment("makkuva-switching", tmp_path / "x", preset="quick", overrides=changes, progress=False)
     assert not (tmp_path / "x").exists()
     assert get_experiment("makkuva-switching").official.p + get_experiment("makkuva-switching").official.q > 1
+
+
+def test_ngram_stages_experiment_records_the_strategies_and_learns(tmp_path):
+    overrides = {"seq_len": 24, "steps": 80, "record_every": 20, "test_size": 64, "batch_size": 32, "seeds": 2,
+                 "width": 8, "learning_rate": 1e-2}
+    m = run_experiment("edelman-icl-mc", tmp_path, preset="quick", overrides=overrides, progress=False)
+    assert m["strategy_loss"]["uniform"] == pytest.approx(np.log(2), rel=1e-6)
+    assert m["strategy_loss"]["bigram"] < m["strategy_loss"]["unigram"] < m["strategy_loss"]["uniform"]
+    traj = m["trajectory"]
+    assert traj["steps"] == [0, 20, 40, 60, 80]
+    assert traj["test_loss"][-1] < traj["test_loss"][0] and traj["kl_uniform"][-1] > traj["kl_uniform"][0]
+    # the loss is the mean KL to the (oracle) law plus its entropy: no run beats the oracle
+    assert min(m["final_test_loss"]["per_seed"]) > m["oracle_loss"] - 0.02
+    assert (tmp_path / "edelman-icl-mc_stages.png").is_file()
+    assert ij.load_run(tmp_path).model.heads == (1, 1)
