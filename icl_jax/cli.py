@@ -205,7 +205,10 @@ def cmd_animate(args) -> int:
     n = len(run.seeds)
     if not 0 <= args.seed_index < n:
         raise ValueError(f"--seed-index must be in [0, {n - 1}] (the run has {n} seeds), got {args.seed_index}")
-    maps = matrix_metrics(run.trajectories, args.seed_index)
+    g = len(next(iter(run.grid.values()))) if run.grid else 1
+    if not 0 <= args.grid_index < g:
+        raise ValueError(f"--grid-index must be in [0, {g - 1}] (the run has {g} grid points), got {args.grid_index}")
+    maps = matrix_metrics(run.trajectories, args.seed_index, args.grid_index)
     if not maps:
         raise ValueError(f"{args.dir}: {run.experiment} records no matrix-valued metric over training "
                          f"(recorded: {sorted(run.trajectories.get('metrics') or {})})")
@@ -503,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("animate", help="matrix-valued metrics of a run over training as GIFs (e.g. Chen's W)")
     an.add_argument("dir", type=Path)
     an.add_argument("--seed-index", type=int, default=0, help="which run of the seed axis (default 0)")
+    an.add_argument("--grid-index", type=int, default=0, help="which grid point of a sweep (default 0)")
     an.add_argument("--fps", type=int, default=6, help="frames per second")
     an.add_argument("--max-frames", type=int, default=60,
                     help="at most this many records, log-spaced in record index (early training changes fastest)")

@@ -20,9 +20,11 @@ __all__ = ["animate_maps", "frame_indices", "matrix_metrics"]
 def frame_indices(num_records: int, max_frames: int) -> np.ndarray:
     """At most ``max_frames`` record indices, log-spaced (the first and the last always kept):
     the early records, where training changes fastest, get most frames."""
+    if not isinstance(max_frames, (int, np.integer)) or max_frames < 2:
+        raise ValueError(f"max_frames must be an integer >= 2 (got {max_frames!r})")
     if num_records <= max_frames:
         return np.arange(num_records)
-    idx = np.unique(np.round(np.geomspace(1, num_records, max_frames)).astype(int) - 1)
+    idx = np.unique(np.round(np.geomspace(1, num_records, max_frames - 1)).astype(int) - 1)
     return np.unique(np.concatenate([[0], idx, [num_records - 1]]))
 
 

@@ -35,6 +35,10 @@ def lag_attention(attn_BxHxTxT: jax.Array, lag) -> jax.Array:
     task: the head that attends to the true parent x_{t−ℓ})."""
     attn = _check_attention(attn_BxHxTxT)
     b, _, t, _ = attn.shape
+    if not isinstance(lag, jax.core.Tracer):
+        lags = np.asarray(lag)
+        if lags.dtype == bool or not np.issubdtype(lags.dtype, np.integer) or np.any(lags < 1):
+            raise ValueError(f"lag must be an integer >= 1 (or one per sequence; got {lag!r})")
     lag_B = jnp.broadcast_to(jnp.asarray(lag, jnp.int32), (b,))
     pos_T = jnp.arange(t)
     key_BxT = pos_T[None, :] - lag_B[:, None]
@@ -61,7 +65,8 @@ def repeated_random_tokens(key: jax.Array, vocab_size: int, length: int, batch_s
 def prefix_matching_score(attn_BxHxTxT: jax.Array, length: int) -> jax.Array:
     """Olsson et al.'s prefix-matching (induction) score on :func:`repeated_random_tokens`: the
     mean attention from each position t of the second copy to t − n + 1, the token that followed
-    its earlier occurrence, per head: ``[H]``."""
+    its earlier occurrence, per head: ``[H]``. With a small vocabulary tokens repeat inside the
+    first copy too, so even an exact induction head can split its attention and score below 1."""
     attn = _check_attention(attn_BxHxTxT)
     t = attn.shape[-1]
     if t != 2 * length:
@@ -85,7 +90,7 @@ def icl_score(loss_BxT: jax.Array, early: float = 0.1, late: float = 0.9) -> jax
         raise ValueError(f"early, late must satisfy 0 <= early < late <= 1 (got {early}, {late})")
     loss = jnp.asarray(loss_BxT)
     t = loss.shape[-1]
-    i, j = round(early * (t - 1)), round(late * (t - 1))
+    i, j = int(np.floor(early * (t - 1) + 0.5)), int(np.floor(late * (t - 1) + 0.5))
     return jnp.mean(loss[..., j]) - jnp.mean(loss[..., i])
 
 

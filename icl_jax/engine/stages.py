@@ -100,6 +100,8 @@ class Stage:
     def __post_init__(self):
         kw = self.loss_kwargs
         if isinstance(kw, Mapping):
+            if not all(isinstance(name, str) for name in kw):
+                raise ValueError(f"Stage.loss_kwargs: keyword names must be strings, got {list(kw)!r}")
             kw = tuple(sorted(kw.items()))
         if not isinstance(kw, tuple) or any(not (isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)) for p in kw):
             raise ValueError(f"Stage.loss_kwargs: must be a mapping of keyword names to values, got {self.loss_kwargs!r}")

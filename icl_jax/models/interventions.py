@@ -60,8 +60,8 @@ class Interventions:
         """Every named head exists in a model with ``heads`` per layer (``ValueError`` otherwise)."""
         for name, entries in (("ablate", self.ablate), ("clamp", self.clamp)):
             for layer, head, *_ in entries:
-                ok_layer = isinstance(layer, (int, np.integer)) and 1 <= layer <= len(heads)
-                if not ok_layer or not isinstance(head, (int, np.integer)) or not 0 <= head < heads[layer - 1]:
+                ints = all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in (layer, head))
+                if not ints or not 1 <= layer <= len(heads) or not 0 <= head < heads[layer - 1]:
                     raise ValueError(f"Interventions.{name}: ({layer}, {head}) is not a head of this model: layers are "
                                      f"1..{len(heads)} with heads {heads} (0-based)")
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from icl_jax.tasks.priors import sample_dirichlet
 from icl_jax.tasks.sampling import SamplingPlan
+from icl_jax.tasks.strategies import check_token_range
 from icl_jax.tasks.tasks import _check_seq_len, _check_vocab, _TaskBase
 
 __all__ = ["ContextTreeTask", "ctw_predict", "MAX_CONTEXT_TREE_NODES"]
@@ -39,6 +40,15 @@ def _num_nodes(k: int, depth: int) -> int:
 def _offset(k: int, d: int) -> int:
     """Id of the first depth-d node (nodes are numbered depth by depth)."""
     return (k**d - 1) // (k - 1)
+
+
+def _check_tree(vocab_size, depth) -> None:
+    _check_vocab(vocab_size)
+    if not isinstance(depth, (int, np.integer)) or isinstance(depth, bool) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1 (got {depth!r})")
+    if _num_nodes(vocab_size, depth) > MAX_CONTEXT_TREE_NODES:
+        raise ValueError(f"depth: a complete tree of depth {depth} over {vocab_size} tokens has "
+                         f"{_num_nodes(vocab_size, depth)} nodes; at most {MAX_CONTEXT_TREE_NODES} are supported")
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,13 +83,8 @@ class ContextTreeTask(_TaskBase):
     seq_len: int = dataclasses.field(default=128, metadata=dict(static=True))
 
     def __post_init__(self):
-        _check_vocab(self.vocab_size)
+        _check_tree(self.vocab_size, self.depth)
         d = self.depth
-        if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1:
-            raise ValueError(f"depth must be an integer >= 1 (got {d!r})")
-        if _num_nodes(self.vocab_size, d) > MAX_CONTEXT_TREE_NODES:
-            raise ValueError(f"depth: a complete tree of depth {d} over {self.vocab_size} tokens has "
-                             f"{_num_nodes(self.vocab_size, d)} nodes; at most {MAX_CONTEXT_TREE_NODES} are supported")
         _check_seq_len(self.seq_len, 1)
         if self.seq_len <= d:
             raise ValueError(f"seq_len must be > depth = {d} (got {self.seq_len})")
@@ -117,8 +122,15 @@ class ContextTreeTask(_TaskBase):
         return ctw_predict(tokens_BxT, self.vocab_size, self.depth)
 
 
-@functools.partial(jax.jit, static_argnames=("vocab_size", "depth"))
 def ctw_predict(tokens_BxT: jax.Array, vocab_size: int, depth: int) -> jax.Array:
+    """Context-tree weighting at every position (see :func:`_ctw`); validates k, D and the
+    range of concrete tokens first."""
+    _check_tree(vocab_size, depth)
+    return _ctw(check_token_range(tokens_BxT, vocab_size), int(vocab_size), int(depth))
+
+
+@functools.partial(jax.jit, static_argnames=("vocab_size", "depth"))
+def _ctw(tokens_BxT: jax.Array, vocab_size: int, depth: int) -> jax.Array:
     """Context-tree weighting (KT leaves, ½ split weights) at every position: ``[B, T, k]``,
     row t predicting x_{t+1} from x_0..x_t; uniform where t + 1 < D (the first D tokens are
     uniform and are the initial context). One ``lax.scan`` over positions; each step touches
@@ -143,7 +155,7 @@ def ctw_predict(tokens_BxT: jax.Array, vocab_size: int, depth: int) -> jax.Array
         counts, log_pe, log_pw, log_prod = state
         c_path = counts[rows_B, path_BxP]  # [B, P, k]
         tot = jnp.sum(c_path, axis=-1)  # [B, P]
-        if sym.ndim == 1:
+        if sym.ndim == 1:  # the observed symbol; otherwise sym is every candidate, arange(k)
             c_sym = jnp.take_along_axis(c_path, sym[:, None, None], axis=2)[..., 0]
         else:
             c_sym = jnp.moveaxis(c_path, -1, 1)  # [B, k(sym), P]

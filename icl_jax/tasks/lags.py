@@ -77,7 +77,9 @@ class LagMixtureTask(_TaskBase):
             raise ValueError(f"seq_len must be > max(lags) = {max(self.lags)} (got {self.seq_len})")
 
     @property
-    def plan(self) -> SamplingPlan:  # the plan of the first lag (its layout is shared)
+    def plan(self) -> SamplingPlan:
+        """The layout (number of nodes and table rows) shared by every lag's plan; its parents
+        are those of ``lags[0]``: the sampling methods below use each sequence's own lag."""
         return _lag_plan(self.lags[0], self.seq_len, self.vocab_size)
 
     def sample_kernels(self, key: jax.Array, batch_size: int) -> dict:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import jax
@@ -260,25 +261,34 @@ def sample_doubly_stochastic(key: jax.Array, shape, vocab_size: int, num_permuta
                              *, dtype=jnp.float32) -> jax.Array:
     """Random doubly stochastic k×k matrices (rows and columns sum to 1): ``shape + (k, k)``.
 
-    Each is a Birkhoff mixture Σ_i w_i P_i of ``num_permutations`` = m independent uniform
-    permutation matrices with weights w ~ Dirichlet(1_m). By Birkhoff–von Neumann every doubly
-    stochastic matrix is such a mixture with m <= (k−1)² + 1, the default; the law is not the
-    uniform (Lebesgue) law on the Birkhoff polytope, whose exact sampling is impractical beyond
-    k ≈ 5 (Edelman et al.'s code comment; docs/peer-tasks.md#doubly-stochastic-kernels). The
-    stationary law of each matrix is uniform, so unigram statistics carry no information.
+    Each is a Birkhoff mixture Σ_i w_i P_i of permutation matrices with weights
+    w ~ Dirichlet(1). Default (``num_permutations=None``): for k <= 4 the mixture runs over all
+    k! permutations (at k = 2 this is the uniform law on the polytope, w·I + (1−w)·swap with
+    w ~ U(0, 1)); for k > 4 over (k−1)² + 1 independent uniform permutations, enough by
+    Birkhoff–von Neumann (with Carathéodory) to reach every doubly stochastic matrix. An
+    integer ``num_permutations`` = m always draws m independent uniform permutations. The law
+    is not the uniform (Lebesgue) law on the Birkhoff polytope beyond k = 2, whose exact
+    sampling is impractical beyond k ≈ 5 (Edelman et al.'s code comment;
+    docs/peer-tasks.md#doubly-stochastic-kernels). Uniform is stationary for every such matrix,
+    so unigram statistics carry no information about it.
     """
-    if not isinstance(vocab_size, (int, np.integer)) or vocab_size < 2:
+    if not isinstance(vocab_size, (int, np.integer)) or isinstance(vocab_size, bool) or vocab_size < 2:
         raise ValueError(f"vocab_size must be an integer >= 2 (got {vocab_size!r})")
     k = int(vocab_size)
-    m = (k - 1) ** 2 + 1 if num_permutations is None else num_permutations
-    if not isinstance(m, (int, np.integer)) or isinstance(m, bool) or m < 1:
+    m = num_permutations
+    if m is not None and (not isinstance(m, (int, np.integer)) or isinstance(m, bool) or m < 1):
         raise ValueError(f"num_permutations must be an integer >= 1 (got {num_permutations!r})")
     shape = tuple(shape)
     k_perm, k_w = jax.random.split(key)
-    # a uniform permutation of each (matrix, component) as the argsort of i.i.d. uniforms
-    perm = jnp.argsort(jax.random.uniform(k_perm, shape + (m, k)), axis=-1)
-    perm_matrices = jax.nn.one_hot(perm, k, dtype=dtype)  # [..., m, k, k]: row r has its 1 at perm[r]
-    w = sample_dirichlet(k_w, 1.0, shape, m, dtype=dtype) if m > 1 else jnp.ones(shape + (1,), dtype)
+    if m is None and k <= 4:  # every permutation, once
+        perm = jnp.broadcast_to(jnp.asarray(list(itertools.permutations(range(k))), jnp.int32),
+                                shape + (math.factorial(k), k))
+    else:  # a uniform permutation of each (matrix, component) as the argsort of i.i.d. uniforms
+        m = (k - 1) ** 2 + 1 if m is None else int(m)
+        perm = jnp.argsort(jax.random.uniform(k_perm, shape + (m, k)), axis=-1)
+    n = perm.shape[-2]
+    perm_matrices = jax.nn.one_hot(perm, k, dtype=dtype)  # [..., n, k, k]: row r has its 1 at perm[r]
+    w = sample_dirichlet(k_w, 1.0, shape, n, dtype=dtype) if n > 1 else jnp.ones(shape + (1,), dtype)
     return jnp.einsum("...m,...mij->...ij", w, perm_matrices)
 
 

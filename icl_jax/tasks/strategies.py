@@ -29,15 +29,38 @@ MAX_STRATEGY_CELLS = 1 << 12
 
 
 def _check(vocab_size, n: int, beta, table: str) -> int:
-    """Validate k, the k^n count table and β; returns k."""
-    k = vocab_size
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
-        raise ValueError(f"vocab_size must be an integer >= 2 (got {k!r})")
+    """Validate k, the k^n count table and a concrete β (a traced β is used as it is); returns k."""
+    k = check_vocab_size(vocab_size)
     if k**n > MAX_STRATEGY_CELLS:
         raise ValueError(f"{table} = {k ** n} cells per position; at most {MAX_STRATEGY_CELLS} are supported")
-    if isinstance(beta, (int, float)) and not beta > 0:
-        raise ValueError(f"beta must be > 0 (got {beta!r})")
-    return int(k)
+    if isinstance(beta, (bool, str)):
+        raise ValueError(f"beta must be a finite number > 0 (got {beta!r})")
+    try:
+        value = float(beta)
+    except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return k  # traced
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"beta must be a finite number > 0 (got {beta!r})")
+    return k
+
+
+def check_vocab_size(vocab_size) -> int:
+    if not isinstance(vocab_size, (int, np.integer)) or isinstance(vocab_size, bool) or vocab_size < 2:
+        raise ValueError(f"vocab_size must be an integer >= 2 (got {vocab_size!r})")
+    return int(vocab_size)
+
+
+def check_token_range(tokens_BxT, vocab_size: int) -> jax.Array:
+    """``int32[B, T]`` tokens; concrete ones must lie in [0, k−1] (``ValueError`` naming the
+    offending value), since an out-of-range token would index past a count table and give NaN."""
+    tokens = jnp.asarray(tokens_BxT)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens_BxT must have shape [B, T] (got {tokens.shape})")
+    if not isinstance(tokens, jax.core.Tracer):
+        lo, hi = int(jnp.min(tokens)), int(jnp.max(tokens))
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"tokens_BxT must lie in [0, {vocab_size - 1}] (got values in [{lo}, {hi}])")
+    return tokens.astype(jnp.int32)
 
 
 def uniform_strategy(tokens_BxT: jax.Array, vocab_size: int) -> jax.Array:
@@ -59,7 +82,7 @@ def ngram_strategy(tokens_BxT: jax.Array, vocab_size: int, n: int, beta=1.0) -> 
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be an integer >= 1 (1 = unigram, 2 = bigram; got {n!r})")
     k = _check(vocab_size, n, beta, "n: the count table has vocab_size**n")
-    tokens_BxT = jnp.asarray(tokens_BxT, jnp.int32)
+    tokens_BxT = check_token_range(tokens_BxT, k)
     b, t = tokens_BxT.shape
     m = n - 1
     # context code of position s: its last m tokens (x_{s−m+1}..x_s), most recent = least significant
@@ -93,7 +116,7 @@ def lag_strategy(tokens_BxT: jax.Array, vocab_size: int, lag: int, beta=1.0) -> 
     if not isinstance(lag, (int, np.integer)) or isinstance(lag, bool) or lag < 1:
         raise ValueError(f"lag must be an integer >= 1 (got {lag!r})")
     k = _check(vocab_size, 2, beta, "vocab_size: the count table has vocab_size**2")
-    tokens_BxT = jnp.asarray(tokens_BxT, jnp.int32)
+    tokens_BxT = check_token_range(tokens_BxT, k)
     b, t = tokens_BxT.shape
     back_BxT = jnp.pad(tokens_BxT, ((0, 0), (lag, 0)))[:, :t]  # x_{i−ℓ} (0-padded where i < ℓ)
     seen_T = jnp.arange(t) >= lag

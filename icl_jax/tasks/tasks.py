@@ -496,7 +496,11 @@ class NGramTask(_TaskBase):
         pi = kernels["pi"]
         b, d = pi.shape[0], self.vocab_size
         blocks = [_uniform_row(b, d, pi.dtype)]
-        if self.init == "stationary":
+        if self.init == "stationary" and self.kernel == "doubly_stochastic":
+            # uniform is stationary for every doubly stochastic kernel (the solver would pick one
+            # closed class of a reducible draw, e.g. all mass on token 0 for the identity)
+            blocks.append(_uniform_row(b, d, pi.dtype))
+        elif self.init == "stationary":
             blocks += _initial_conditionals(pi, d, self.parent_offsets)
         blocks.append(pi)
         return jnp.concatenate(blocks, axis=1)
@@ -505,7 +509,7 @@ class NGramTask(_TaskBase):
         """ψ(dα+1) − ψ(α+1) when the target's context is uniform and independent of π
         (``query="uniform"`` with offsets (1,)); otherwise None (docs/chen-theory.md#exact-quantities: the
         prior-expected row entropy is not the stationary-weighted oracle)."""
-        if self.query == "uniform" and self.parent_offsets == (1,):
+        if self.query == "uniform" and self.parent_offsets == (1,) and self.kernel == "dirichlet":
             return _prior_row_entropy(self.vocab_size, self.alpha)
         return None
 

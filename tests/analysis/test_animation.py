@@ -16,7 +16,9 @@ FIGURES = Path(__file__).parents[2] / "figures"
 def test_frame_indices_keep_the_ends_and_favour_early_records():
     np.testing.assert_array_equal(frame_indices(5, 10), np.arange(5))
     idx = frame_indices(1000, 40)
-    assert idx[0] == 0 and idx[-1] == 999 and len(idx) <= 41 and np.all(np.diff(idx) > 0)
+    assert idx[0] == 0 and idx[-1] == 999 and len(idx) <= 40 and np.all(np.diff(idx) > 0)
+    with pytest.raises(ValueError, match="max_frames must be an integer >= 2"):
+        frame_indices(10, 1)
     assert np.sum(idx < 100) > np.sum(idx >= 900)  # log-spaced: early training gets more frames
 
 

@@ -42,6 +42,8 @@ def test_lag_and_previous_token_scores_on_known_maps():
     np.testing.assert_allclose(per_seq[1, :2], [0.0, 1.0], atol=1e-7)
     with pytest.raises(ValueError, match="attn_BxHxTxT must have shape"):
         previous_token_score(jnp.ones((3, 4, 4)))
+    with pytest.raises(ValueError, match="lag must be an integer >= 1"):
+        lag_attention(jnp.asarray(heads), 0)
 
 
 def test_prefix_matching_scores_one_for_an_induction_head_and_zero_for_a_previous_token_head():

@@ -23,7 +23,6 @@ def test_switching_experiment_trains_both_depths_and_reloads(tmp_path):
         assert r["trajectory"]["steps"] == [0, 20, 40, 60] and loss[-1] < loss[0] - 0.05  # it learns
         # no predictor beats the entropy rate by more than the test set's noise
         assert min(r["final_test_loss"]["per_seed"]) > m["entropy_rate"] - 0.03
-        assert 0 <= r["at_kernel"] + r["at_unigram"] <= 2
     assert (tmp_path / "makkuva-switching_loss.png").is_file() and (tmp_path / "run" / "layers1").is_dir()
     run = ij.load_run(tmp_path)
     assert run.model.heads == (1, 1) and run.seeds == (0, 1)

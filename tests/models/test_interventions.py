@@ -53,13 +53,19 @@ def test_clamping_to_uniform_equals_zero_scores_and_previous_token_is_exact(mode
     prev[np.arange(7), np.maximum(np.arange(7) - 1, 0)] = 1.0
     np.testing.assert_array_equal(np.asarray(maps[1][:, 1]), np.broadcast_to(prev, (5, 7, 7)))
     np.testing.assert_array_equal(np.asarray(maps[0][:, 1]), np.broadcast_to(np.eye(7), (5, 7, 7)))
+    # the last-position path clamps its one query row the same way
+    with jax.enable_x64():
+        clamp = Interventions(clamp=((2, 0, "previous_token"), (1, 0, "uniform")))
+        np.testing.assert_allclose(model.apply(params, tokens, interventions=clamp),
+                                   model.apply_all(params, tokens, interventions=clamp)[:, -1], rtol=1e-10)
 
 
 @pytest.mark.parametrize("kw,match", [({"ablate": ((3, 0),)}, "\\(3, 0\\) is not a head of this model"),
                                       ({"clamp": ((1, 2, "self"),)}, "\\(1, 2\\) is not a head"),
                                       ({"clamp": ((1, 0, "induction"),)}, "pattern must be one of"),
                                       ({"clamp": ((1, 0, "self"), (1, 0, "uniform"))}, "clamped twice"),
-                                      ({"ablate": (1, 0)}, "every entry must be a 2-tuple")])
+                                      ({"ablate": (1, 0)}, "every entry must be a 2-tuple"),
+                                      ({"ablate": ((True, 0),)}, "\\(True, 0\\) is not a head")])
 def test_bad_interventions_are_refused(model_and_tokens, kw, match):
     model, params, tokens = model_and_tokens
     with jax.enable_x64(), pytest.raises(ValueError, match=match):

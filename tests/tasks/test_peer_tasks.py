@@ -102,12 +102,20 @@ def test_strategies_reject_bad_arguments():
     x = jnp.zeros((2, 5), jnp.int32)
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
         ngram_strategy(x, 3, 0)
-    with pytest.raises(ValueError, match="beta must be > 0"):
+    with pytest.raises(ValueError, match="beta must be a finite number > 0"):
         ngram_strategy(x, 3, 2, beta=0.0)
     with pytest.raises(ValueError, match="vocab_size\\*\\*n = 59049 cells"):
         ngram_strategy(x, 9, 5)
     with pytest.raises(ValueError, match="lag must be an integer >= 1"):
         lag_strategy(x, 3, 0)
+    with pytest.raises(ValueError, match="beta must be a finite number > 0"):
+        ngram_strategy(x, 3, 2, beta=np.float32(0.0))
+    with pytest.raises(ValueError, match="tokens_BxT must lie in \\[0, 2\\]"):
+        ngram_strategy(x.at[0, 1].set(5), 3, 2)
+    with pytest.raises(ValueError, match="tokens_BxT must lie in \\[0, 1\\]"):
+        ctw_predict(jnp.asarray([[0, 1, 5, 1]]), 2, 1)
+    with pytest.raises(ValueError, match="depth must be an integer >= 1"):
+        ctw_predict(x, 3, 0)
 
 
 # ------------------------------------------------------------- doubly stochastic kernels
@@ -121,6 +129,19 @@ def test_doubly_stochastic_rows_and_columns_sum_to_one():
     assert set(np.unique(one)) == {0.0, 1.0}  # m = 1: permutation matrices
     with pytest.raises(ValueError, match="num_permutations must be an integer >= 1"):
         sample_doubly_stochastic(jax.random.key(0), (2,), 3, num_permutations=0)
+
+
+def test_doubly_stochastic_at_k_2_is_uniform_on_the_polytope_with_a_uniform_start():
+    """k = 2: the matrices are w·I + (1−w)·swap with w ~ U(0, 1) (no atoms at I or the swap), and
+    a stationary start is uniform even for nearly reducible draws."""
+    m = np.asarray(sample_doubly_stochastic(jax.random.key(4), (20000,), 2), np.float64)
+    w = m[:, 0, 0]
+    assert np.mean(w > 0.999) < 0.01 and np.mean(w < 0.001) < 0.01  # U(0,1): 0.1 % each
+    assert abs(w.mean() - 0.5) < Z * math.sqrt(1 / 12 / w.size)
+    task = NGramTask(2, 8, (1,), init="stationary", kernel="doubly_stochastic")
+    x0 = np.asarray(task.sample_sequences(jax.random.key(5), 20000).tokens_BxT[:, 0])
+    assert abs(x0.mean() - 0.5) < Z * math.sqrt(0.25 / x0.size)
+    assert task.oracle_closed_form() is None and NGramTask(2, 8, (1,), query="uniform").oracle_closed_form() is not None
 
 
 def test_doubly_stochastic_chain_has_a_uniform_start_and_no_unigram_information():
@@ -303,6 +324,15 @@ def test_lag_sequences_follow_their_lag_and_lags_are_uniform():
     assert not np.array_equal(other, seqs.tokens_BxT)  # another key, other sequences
 
 
+def test_lag_task_last_position_batch_matches_its_sequences():
+    task = LagMixtureTask(3, 12, (1, 3), alpha=0.5)
+    key = jax.random.key(6)
+    batch, seqs = task.sample(key, 64), task.sample_sequences(key, 64)
+    np.testing.assert_array_equal(seqs.tokens_BxT, batch.tokens_BxT)
+    np.testing.assert_array_equal(seqs.labels_BxT[:, -1], batch.label_B)
+    np.testing.assert_allclose(seqs.label_probs_BxTxS[:, -1], batch.label_probs_BxS)
+
+
 def test_lag_bayes_matches_quadrature_over_the_kernel():
     """k = 2, lags {1, 2}, rows Beta(α, α), uniform start: P(x_{t+1} | x_0..x_t) by 2-D quadrature
     over the kernel and a sum over lags equals bayes()."""
@@ -415,9 +445,21 @@ def test_context_tree_sampler_follows_the_ctw_prior():
     seqs = task.sequences_with_kernels(k_tok, kernels)
     x, law = np.asarray(seqs.tokens_BxT[:32]), np.asarray(seqs.label_probs_BxTxS[:32])
     np.testing.assert_allclose(law, rows[np.arange(32)[:, None], x], rtol=1e-6)
-    deep = ContextTreeTask(3, 3, 16)
-    leaves = np.asarray(deep.context_leaves(deep.sample_kernels(jax.random.key(1), 4)))
-    assert leaves.shape == (4, 27) and leaves.min() >= 0 and leaves.max() < 40
+    # depth 2, ternary: every label law is θ of the shallowest leaf on the path x_t, x_{t−1}
+    # (found by a loop over the node numbering: depth d, code Σ_j 3^j x_{t−j}, j < d)
+    deep = ContextTreeTask(3, 2, 16)
+    k_kern, k_tok = jax.random.split(jax.random.key(1))
+    kern = deep.sample_kernels(k_kern, 6)
+    seqs = deep.sequences_with_kernels(k_tok, kern)
+    leaf, theta = np.asarray(kern["leaf"]), np.asarray(kern["theta"])
+    x, law = np.asarray(seqs.tokens_BxT), np.asarray(seqs.label_probs_BxTxS)
+    for b in range(6):
+        for t in range(1, 16):
+            for d in range(3):
+                node = (3**d - 1) // 2 + sum(3**j * x[b, t - j] for j in range(d))
+                if leaf[b, node]:
+                    break
+            np.testing.assert_allclose(law[b, t], theta[b, node], rtol=1e-6)
 
 
 def test_ctw_is_better_than_a_fixed_order_on_its_own_source():
