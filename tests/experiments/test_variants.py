@@ -69,7 +69,7 @@ def test_reproduce_variants_runs_a_variant_into_its_own_folder(tmp_path, monkeyp
     summary = (out / "summary.md").read_text()
     assert summary.startswith("# icl-jax reproduce --quick --variants")
     assert "| toy-chain-seeds3 | nichani-fig2-chain | " in summary and "| three seeds |" in summary
-    assert "1 variants in 1 lane(s)" in summary
+    assert "1 variant in 1 lane(s)" in summary
 
 
 def test_a_run_title_names_the_keys_it_changed_from_its_preset():
