@@ -212,8 +212,6 @@ def cmd_animate(args) -> int:
     if not maps:
         raise ValueError(f"{args.dir}: {run.experiment} records no matrix-valued metric over training "
                          f"(recorded: {sorted(run.trajectories.get('metrics') or {})})")
-    if args.max_frames < 2:
-        raise ValueError(f"--max-frames must be >= 2 (got {args.max_frames})")
     steps = np.asarray(run.trajectories["steps"])
     keep = frame_indices(len(steps), args.max_frames)
     axes = get_experiment(run.experiment).map_axes

@@ -98,7 +98,7 @@ class Program:
         _, data_key = run_keys(key)
         prepared = self.data.prepare(data_key, hparams, dataset)
         tx = self.stages[stage_idx].transform(hparams, self.label_fn(state.params))
-        loss_fn = _stage_loss(self.loss_fn, self.stages[stage_idx])
+        loss_fn = _stage_loss(self.loss_fn, self.stages[stage_idx].loss_kwargs)
 
         def step(carry, _):
             params, opt_state, t = carry
@@ -266,11 +266,11 @@ def _make_program(
     )
 
 
-def _stage_loss(loss_fn, stage: Stage):
-    """The loss of a stage: ``loss_fn`` with the stage's ``loss_kwargs`` bound."""
-    if not stage.loss_kwargs:
+def _stage_loss(loss_fn, loss_kwargs: tuple):
+    """The loss of a stage: ``loss_fn`` with the stage's ``loss_kwargs`` (pairs) bound."""
+    if not loss_kwargs:
         return loss_fn
-    kw = dict(stage.loss_kwargs)
+    kw = dict(loss_kwargs)
     return lambda params, batch: loss_fn(params, batch, **kw)
 
 
@@ -281,7 +281,6 @@ def _check_loss_output(loss_fn, data, params_shape, key, hparams, stages=()) -> 
     prepared = jax.eval_shape(lambda k: data.prepare(k, hparams, data.dataset), data_key)
     batch = jax.eval_shape(lambda p, k: data.batch(p, k, jnp.zeros((), jnp.int32), hparams), prepared, data_key)
     for kw in dict.fromkeys([s.loss_kwargs for s in stages] or [()]):
-        fn = _stage_loss(loss_fn, Stage(1, loss_kwargs=kw))
-        out = jax.eval_shape(fn, params_shape, batch)
+        out = jax.eval_shape(_stage_loss(loss_fn, kw), params_shape, batch)
         if not hasattr(out, "shape") or out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
             raise ValueError(f"loss_fn: must return a scalar float (mean over the batch), got {out}")

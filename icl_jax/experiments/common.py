@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from icl_jax.tasks.sampling import Batch
+from icl_jax.tasks.sampling import Batch, SequenceBatch
 
 TEST_STREAM = 10_000_019  # fold_in index of the test set: independent of every run key
 
@@ -21,9 +21,17 @@ def _seeds(config) -> list[int]:
     return [config.seed + i for i in range(config.seeds)]
 
 
+def _test_key(config) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(config.seed), TEST_STREAM)
+
+
 def _test_set(task, config, size=None) -> Batch:
-    key = jax.random.fold_in(jax.random.key(config.seed), TEST_STREAM)
-    return task.sample(key, size or config.test_size)
+    return task.sample(_test_key(config), size or config.test_size)
+
+
+def _test_sequences(task, config) -> SequenceBatch:
+    """The held-out set with a target at every position (the peers' experiments)."""
+    return task.sample_sequences(_test_key(config), config.test_size)
 
 
 def _loss_stat(values) -> dict:

@@ -358,16 +358,13 @@ class Attention(nnx.Module):
             s = jnp.where(mask_H[None, :, None, None], pattern_HxQxT[None].astype(s.dtype), s)
         if self.bilinear:
             heads = jnp.einsum("bhij,bjd->bhid", s, x_BxTxD)
-            if gate_H is not None:
-                heads = heads * gate_H[None, :, None, None].astype(heads.dtype)
-            out = jnp.einsum("bhid,hde->bie", heads, self.V[...])
         else:
-            vh = jnp.einsum("bjd,hde->bhje", x_BxTxD, self.v[...])
-            heads = jnp.einsum("bhij,bhje->bhie", s, vh)
-            if gate_H is not None:
-                heads = heads * gate_H[None, :, None, None].astype(heads.dtype)
-            out = jnp.einsum("bhie,hed->bid", heads, self.o[...])
-        return out, s
+            heads = jnp.einsum("bhij,bhje->bhie", s, jnp.einsum("bjd,hde->bhje", x_BxTxD, self.v[...]))
+        if gate_H is not None:  # ablated heads contribute nothing (models/interventions.py)
+            heads = heads * gate_H[None, :, None, None].astype(heads.dtype)
+        if self.bilinear:
+            return jnp.einsum("bhid,hde->bie", heads, self.V[...]), s
+        return jnp.einsum("bhie,hed->bid", heads, self.o[...]), s
 
 
 class Block(nnx.Module):

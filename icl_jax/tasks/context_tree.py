@@ -84,10 +84,9 @@ class ContextTreeTask(_TaskBase):
 
     def __post_init__(self):
         _check_tree(self.vocab_size, self.depth)
-        d = self.depth
         _check_seq_len(self.seq_len, 1)
-        if self.seq_len <= d:
-            raise ValueError(f"seq_len must be > depth = {d} (got {self.seq_len})")
+        if self.seq_len <= self.depth:
+            raise ValueError(f"seq_len must be > depth = {self.depth} (got {self.seq_len})")
 
     @property
     def plan(self) -> SamplingPlan:

@@ -22,6 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from icl_jax.models.tokens import check_tokens
+from icl_jax.tasks.tasks import _check_vocab
+
 __all__ = ["ngram_strategy", "lag_strategy", "uniform_strategy", "MAX_STRATEGY_CELLS"]
 
 #: largest k^n count table per position (the counts are a cumulative sum over positions)
@@ -30,7 +33,8 @@ MAX_STRATEGY_CELLS = 1 << 12
 
 def _check(vocab_size, n: int, beta, table: str) -> int:
     """Validate k, the k^n count table and a concrete β (a traced β is used as it is); returns k."""
-    k = check_vocab_size(vocab_size)
+    _check_vocab(vocab_size)
+    k = int(vocab_size)
     if k**n > MAX_STRATEGY_CELLS:
         raise ValueError(f"{table} = {k ** n} cells per position; at most {MAX_STRATEGY_CELLS} are supported")
     if isinstance(beta, (bool, str)):
@@ -44,23 +48,10 @@ def _check(vocab_size, n: int, beta, table: str) -> int:
     return k
 
 
-def check_vocab_size(vocab_size) -> int:
-    if not isinstance(vocab_size, (int, np.integer)) or isinstance(vocab_size, bool) or vocab_size < 2:
-        raise ValueError(f"vocab_size must be an integer >= 2 (got {vocab_size!r})")
-    return int(vocab_size)
-
-
 def check_token_range(tokens_BxT, vocab_size: int) -> jax.Array:
-    """``int32[B, T]`` tokens; concrete ones must lie in [0, k−1] (``ValueError`` naming the
-    offending value), since an out-of-range token would index past a count table and give NaN."""
-    tokens = jnp.asarray(tokens_BxT)
-    if tokens.ndim != 2:
-        raise ValueError(f"tokens_BxT must have shape [B, T] (got {tokens.shape})")
-    if not isinstance(tokens, jax.core.Tracer):
-        lo, hi = int(jnp.min(tokens)), int(jnp.max(tokens))
-        if lo < 0 or hi >= vocab_size:
-            raise ValueError(f"tokens_BxT must lie in [0, {vocab_size - 1}] (got values in [{lo}, {hi}])")
-    return tokens.astype(jnp.int32)
+    """``int32[B, T]`` tokens, validated by the models' :func:`~icl_jax.models.tokens.check_tokens`
+    (concrete ids outside [0, k−1] raise ``ValueError``: they would index past a count table)."""
+    return jnp.asarray(check_tokens(tokens_BxT, vocab_size), jnp.int32)
 
 
 def uniform_strategy(tokens_BxT: jax.Array, vocab_size: int) -> jax.Array:

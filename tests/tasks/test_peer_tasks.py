@@ -110,9 +110,9 @@ def test_strategies_reject_bad_arguments():
         lag_strategy(x, 3, 0)
     with pytest.raises(ValueError, match="beta must be a finite number > 0"):
         ngram_strategy(x, 3, 2, beta=np.float32(0.0))
-    with pytest.raises(ValueError, match="tokens_BxT must lie in \\[0, 2\\]"):
+    with pytest.raises(ValueError, match="tokens_BxT must be integer token ids in \\[0, 2\\]; got values in \\[0, 5\\]"):
         ngram_strategy(x.at[0, 1].set(5), 3, 2)
-    with pytest.raises(ValueError, match="tokens_BxT must lie in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="tokens_BxT must be integer token ids in \\[0, 1\\]; got values in \\[0, 5\\]"):
         ctw_predict(jnp.asarray([[0, 1, 5, 1]]), 2, 1)
     with pytest.raises(ValueError, match="depth must be an integer >= 1"):
         ctw_predict(x, 3, 0)

@@ -21,7 +21,7 @@ import numpy as np
 from icl_jax import engine
 from icl_jax.analysis.plots import plot_lines
 from icl_jax.analysis.progress import kl_to_strategies, per_position_nll, previous_token_score
-from icl_jax.experiments.common import TEST_STREAM, _per_seed, _seeds
+from icl_jax.experiments.common import _per_seed, _seeds, _test_sequences
 from icl_jax.experiments.config import ExperimentConfig, option
 from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
 from icl_jax.models.transformer import Transformer
@@ -82,7 +82,7 @@ def _strategies(tokens_BxT, k: int) -> dict:
 def run_ngram_stages(config: NGramStagesConfig, ctx: RunContext) -> dict:
     task, model = _task(config), _model(config)
     k = config.vocab_size
-    test = task.sample_sequences(jax.random.fold_in(jax.random.key(config.seed), TEST_STREAM), config.test_size)
+    test = _test_sequences(task, config)
     strategies = _strategies(test.tokens_BxT, k)
     strategy_loss = {n: float(jnp.mean(per_position_nll(p, test.labels_BxT))) for n, p in strategies.items()}
     bayes_like = float(jnp.mean(per_position_nll(test.label_probs_BxTxS, test.labels_BxT)))

@@ -19,7 +19,7 @@ import numpy as np
 from icl_jax import engine
 from icl_jax.analysis.plots import plot_runs
 from icl_jax.analysis.progress import previous_token_score
-from icl_jax.experiments.common import TEST_STREAM, _per_seed, _seeds
+from icl_jax.experiments.common import _per_seed, _seeds, _test_sequences
 from icl_jax.experiments.config import ExperimentConfig, option
 from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
 from icl_jax.losses import chunked_mean_fn
@@ -77,7 +77,7 @@ def _recorder(model: Transformer, test):
 
 def run_switching(config: SwitchingConfig, ctx: RunContext) -> dict:
     task = SwitchingChainTask(config.seq_len, p=config.p, q=config.q)
-    test = task.sample_sequences(jax.random.fold_in(jax.random.key(config.seed), TEST_STREAM), config.test_size)
+    test = _test_sequences(task, config)
     entropy_rate, unigram = float(task.entropy_rate()), float(task.unigram_loss())
     stage = engine.Stage(config.steps, optimizer="adamw", learning_rate=config.learning_rate, schedule="cosine",
                          weight_decay=config.weight_decay)
