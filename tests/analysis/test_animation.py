@@ -10,7 +10,8 @@ from PIL import Image
 from icl_jax.analysis.animation import animate_maps, frame_indices, matrix_metrics
 from icl_jax.cli import main
 
-FIGURES = Path(__file__).parents[2] / "figures"
+# The full-scale run folders are committed with their run/ (the quick ones ignore run/ in git).
+FIGURES = Path(__file__).parents[2] / "figures" / "full"
 
 
 def test_frame_indices_keep_the_ends_and_favour_early_records():
