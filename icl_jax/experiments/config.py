@@ -37,12 +37,14 @@ def option(
     gt: float | None = None,
     max: float | None = None,
     computation: bool = True,
+    added: bool = False,
 ):
     """A config field: ``default``, its meaning, inclusive ``min`` / ``max`` or exclusive
     lower bound ``gt`` (applied to every element of a tuple), and ``computation=False`` for
     fields that do not change what is computed (figure formats), which the resume
-    fingerprint ignores."""
-    meta = {"help": help, "min": min, "gt": gt, "max": max, "computation": computation}
+    fingerprint ignores. ``added=True`` marks a field added after runs were written: the
+    fingerprint leaves it out while it has its default, so those runs still resume."""
+    meta = {"help": help, "min": min, "gt": gt, "max": max, "computation": computation, "added": added}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -236,7 +238,8 @@ class ExperimentConfig:
     def fingerprint(self) -> dict:
         """The fields that change the computation: what a checkpoint must match to resume."""
         out = self.to_dict()
-        return {f.name: out[f.name] for f in dataclasses.fields(self) if f.metadata["computation"]}
+        return {f.name: out[f.name] for f in dataclasses.fields(self) if f.metadata["computation"]
+                and not (f.metadata.get("added") and getattr(self, f.name) == f.default)}
 
     def differences(self, other: "ExperimentConfig") -> list[str]:
         """Keys whose values differ from ``other`` (same class)."""

@@ -9,7 +9,9 @@ import math
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from icl_jax.cli import main
 from icl_jax.experiments import ExperimentConfig, Setup, get_experiment, list_experiments, run_experiment
 
 NICHANI = (
@@ -27,7 +29,7 @@ TREE = {"vocab_size": 3, "seq_len": 10, "batch_size": 64, "steps": 500, "learnin
         "test_size": 256, "seeds": 2}
 CASES = {
     "nichani-fig2-chain": TREE,
-    "nichani-fig2-icl": TREE | {"seeds": 1},
+    "nichani-fig2-icl": TREE | {"seeds": 1, "record_maps": True},  # and animates its maps
     "nichani-fig2-random": TREE | {"seeds": 1},
     "nichani-fig5-multiparent": {"vocab_size": 3, "seq_len": 6, "batch_size": 64, "steps": 400, "learning_rate": 3e-2,
                                  "record_every": 50, "test_size": 256, "seeds": 2},
@@ -89,6 +91,17 @@ def test_experiment_learns_at_toy_size(name, tmp_path):
     traj = metrics["trajectory"]
     initial_loss = traj["test_loss"][0]
     final = metrics["final_test_loss"]["per_seed"]
+
+    if name == "nichani-fig2-icl":  # the position block over training, and its GIF
+        maps = np.load(out / "run" / "trajectory.npz")["metrics['attention']"]
+        assert maps.shape == (1, 1, len(traj["steps"]), config.seq_len, config.seq_len)
+        np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-5)  # causal softmax rows
+        dag = np.asarray(metrics["graph"])
+        child = np.flatnonzero(dag >= 0)  # the recorded map on each parent gives the recorded recovery
+        np.testing.assert_allclose(maps[0, 0][:, child, dag[child]].mean(-1), traj["mean_parent_attention"], atol=1e-5)
+        assert main(["animate", str(out), "--max-frames", "4"]) == 0
+        with Image.open(out / f"{name}_attention.gif") as im:
+            assert 2 <= im.n_frames <= 4  # log-spaced records, the first and the last among them
 
     if name.startswith("nichani-fig2") or name == "nichani-fig8-mlp":
         assert len(final) == config.seeds

@@ -40,6 +40,9 @@ class SingleParentConfig(NichaniConfig):
     # `reproduce` runs the three graphs side by side in lanes (icl_jax.experiments.lanes)
     seeds: int = option(1, "number of independent runs (one call, sharded over the devices)", min=1)
     graph_seed: int = option(0, "seed of the random tree (nichani-fig2-random only)", min=0)
+    # off by default: the committed runs' recordings (and their resume) stay as they were
+    record_maps: bool = option(False, "record the layer-1 position block at every record (for icl-jax animate)",
+                               added=True)
 
 
 OFFICIAL = SingleParentConfig()
@@ -61,6 +64,18 @@ def _build(graph_name: str):
     return build
 
 
+def _probe(model: CatFormer, dag, record_maps: bool):
+    """Graph recovery, and with ``record_maps`` the layer-1 position block itself
+    (``attention``, T × T), so that ``icl-jax animate`` shows Fig. 2's map forming."""
+
+    def probe(params):
+        attn_TxT = model.positional_attention(params)[0]
+        maps = {"attention": attn_TxT} if record_maps else {}
+        return {**parent_attention_metrics(attn_TxT, dag), **maps}
+
+    return probe
+
+
 def _single_parent(graph_name: str):
     def run(config: SingleParentConfig, ctx: RunContext) -> dict:
         task, model = _build(graph_name)(config)
@@ -72,7 +87,7 @@ def _single_parent(graph_name: str):
             task,
             model,
             lambda key, hp: model.init(key),
-            lambda params: parent_attention_metrics(model.positional_attention(params)[0], dag),
+            _probe(model, dag, config.record_maps),
         )
         res, m, steps, base = trained.result, trained.metrics, trained.steps, trained.baselines
         params0 = jax.tree.map(lambda x: x[0, 0], res.params)
@@ -141,5 +156,6 @@ for _graph in ("chain", "icl", "random"):
             run=_single_parent(_graph),
             build=_build(_graph),
             summary=_tree_summary,
+            map_axes={"attention": ("key position j", "query position i")},
         )
     )
