@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "lag_attention",
+    "lag_match_attention",
     "previous_token_score",
     "repeated_random_tokens",
     "prefix_matching_score",
@@ -29,16 +30,23 @@ def _check_attention(attn) -> jax.Array:
     return attn
 
 
+def _check_lags(lag) -> None:
+    """A concrete lag (an int or one per sequence) must be integers >= 1; a traced one is used
+    as it is."""
+    if isinstance(lag, jax.core.Tracer):
+        return
+    lags = np.asarray(lag)
+    if lags.dtype == bool or not np.issubdtype(lags.dtype, np.integer) or np.any(lags < 1):
+        raise ValueError(f"lag must be an integer >= 1 (or one per sequence; got {lag!r})")
+
+
 def lag_attention(attn_BxHxTxT: jax.Array, lag) -> jax.Array:
     """Mean attention from position t to t − ℓ over t >= ℓ, per head: ``[B, H]``. ``lag`` is an
     int or a per-sequence ``[B]`` array (e.g. the lag of each sequence of the interleaved-lag
     task: the head that attends to the true parent x_{t−ℓ})."""
     attn = _check_attention(attn_BxHxTxT)
     b, _, t, _ = attn.shape
-    if not isinstance(lag, jax.core.Tracer):
-        lags = np.asarray(lag)
-        if lags.dtype == bool or not np.issubdtype(lags.dtype, np.integer) or np.any(lags < 1):
-            raise ValueError(f"lag must be an integer >= 1 (or one per sequence; got {lag!r})")
+    _check_lags(lag)
     lag_B = jnp.broadcast_to(jnp.asarray(lag, jnp.int32), (b,))
     pos_T = jnp.arange(t)
     key_BxT = pos_T[None, :] - lag_B[:, None]
@@ -46,6 +54,59 @@ def lag_attention(attn_BxHxTxT: jax.Array, lag) -> jax.Array:
     on_BxHxT = jnp.take_along_axis(attn, jnp.maximum(key_BxT, 0)[:, None, :, None], axis=-1)[..., 0]
     count_B = jnp.maximum(jnp.sum(valid_BxT, axis=-1), 1)
     return jnp.sum(jnp.where(valid_BxT[:, None], on_BxHxT, 0.0), axis=-1) / count_B[:, None]
+
+
+def lag_match_attention(attn_BxHxTxT: jax.Array, tokens_BxT: jax.Array, lag, rows_BxT=None) -> jax.Array:
+    """Selective-induction score: the attention mass on the keys whose lag-ℓ context matches
+    the context of the token being predicted, per head: ``[B, H]``
+    (docs/peer-tasks.md#interleaved-lags).
+
+    Row t predicts x_{t+1}; under lag ℓ that token was drawn given x_{t+1−ℓ}. A key s >= ℓ
+    *matches* when x_{s−ℓ} == x_{t+1−ℓ} (and s <= t): x_s followed the same lag-ℓ context, so
+    a lag-ℓ induction head copies from exactly these keys. The score of a sequence is
+
+        mean over rows t with at least one matching key of  Σ_{s matching} attn[t, s];
+
+    rows without a matching key are left out (no head could score there), so a head that puts
+    all of every row on matching keys scores exactly 1, and a sequence with no such row
+    scores 0. ``lag`` is an int or a per-sequence ``[B]`` array (as in :func:`lag_attention`).
+    Evaluated at every candidate ℓ' and split by each sequence's true lag, it gives the
+    [true lag × candidate lag] selection matrix: a selective head is diagonal-dominant.
+
+    Args:
+      attn_BxHxTxT: attention maps (row t: weights on keys s <= t).
+      tokens_BxT: the integer tokens x_0..x_{T−1} the maps were computed on.
+      lag: ℓ >= 1, an int or one per sequence.
+      rows_BxT: optional boolean mask of the rows to score (e.g. the trigger task's induction
+        positions, where ℓ = 1 gives the induction head's attention on the successors of the
+        earlier occurrences of x_t); None scores every row.
+    """
+    attn = _check_attention(attn_BxHxTxT)
+    b, _, t, _ = attn.shape
+    tokens_BxT = jnp.asarray(tokens_BxT)
+    if tokens_BxT.shape != (b, t) or not jnp.issubdtype(tokens_BxT.dtype, jnp.integer):
+        raise ValueError(f"tokens_BxT must be integer tokens of shape [B, T] = {(b, t)} matching attn_BxHxTxT "
+                         f"(got {tokens_BxT.dtype}{tuple(tokens_BxT.shape)})")
+    _check_lags(lag)
+    lag_B = jnp.broadcast_to(jnp.asarray(lag, jnp.int32), (b,))
+    pos_T = jnp.arange(t)
+    # query t's context x_{t+1−ℓ} (exists for t >= ℓ−1); key s's context x_{s−ℓ} (exists for s >= ℓ)
+    q_at_BxT = pos_T[None, :] + 1 - lag_B[:, None]
+    k_at_BxT = pos_T[None, :] - lag_B[:, None]
+    q_ctx_BxT = jnp.take_along_axis(tokens_BxT, jnp.clip(q_at_BxT, 0, t - 1), axis=1)
+    k_ctx_BxT = jnp.take_along_axis(tokens_BxT, jnp.maximum(k_at_BxT, 0), axis=1)
+    match_BxTxT = ((q_ctx_BxT[:, :, None] == k_ctx_BxT[:, None, :]) & (q_at_BxT >= 0)[:, :, None]
+                   & (k_at_BxT >= 0)[:, None, :] & (pos_T[None, :] <= pos_T[:, None])[None])
+    mass_BxHxT = jnp.sum(jnp.where(match_BxTxT[:, None], attn, 0.0), axis=-1)
+    scored_BxT = jnp.any(match_BxTxT, axis=-1)
+    if rows_BxT is not None:
+        rows_BxT = jnp.asarray(rows_BxT)
+        if rows_BxT.shape != (b, t) or rows_BxT.dtype != jnp.bool_:
+            raise ValueError(f"rows_BxT must be a boolean mask of shape [B, T] = {(b, t)} "
+                             f"(got {rows_BxT.dtype}{tuple(rows_BxT.shape)})")
+        scored_BxT = scored_BxT & rows_BxT
+    count_B = jnp.maximum(jnp.sum(scored_BxT, axis=-1), 1)
+    return jnp.sum(jnp.where(scored_BxT[:, None], mass_BxHxT, 0.0), axis=-1) / count_B[:, None]
 
 
 def previous_token_score(attn_BxHxTxT: jax.Array) -> jax.Array:

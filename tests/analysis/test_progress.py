@@ -10,12 +10,83 @@ from icl_jax.analysis.progress import (
     icl_score,
     kl_to_strategies,
     lag_attention,
+    lag_match_attention,
     per_position_nll,
     prefix_matching_score,
     previous_token_score,
     repeated_random_tokens,
 )
 from icl_jax.models.transformer import Transformer
+
+
+def _uniform_causal(t: int) -> np.ndarray:
+    return np.tril(np.ones((t, t))) / np.arange(1, t + 1)[:, None]
+
+
+def _selective_map(tokens, lag: int) -> np.ndarray:
+    """Row t on the latest key s in [lag, t] with x_{s−lag} == x_{t+1−lag}, else on itself."""
+    t = len(tokens)
+    attn = np.zeros((t, t))
+    for i in range(t):
+        keys = [s for s in range(lag, i + 1) if i + 1 - lag >= 0 and tokens[s - lag] == tokens[i + 1 - lag]]
+        attn[i, keys[-1] if keys else i] = 1.0
+    return attn
+
+
+def test_lag_match_attention_on_uniform_attention_closed_form():
+    # tokens 0 0 1 0 under uniform causal attention (row t: 1/(t+1) on each key s <= t).
+    # lag 1: rows 1 and 3 have matching keys ({1}: x_0 = x_1; {1, 2}: x_0 = x_1 = x_3) -> (1/2 + 2/4) / 2;
+    # lag 2: only row 2 ({2}: x_0 = x_1) -> 1/3; lag 3: only row 3 ({3}: x_0 = x_1) -> 1/4.
+    tokens = jnp.asarray([[0, 0, 1, 0]])
+    attn = jnp.asarray(_uniform_causal(4)[None, None])
+    got = [float(lag_match_attention(attn, tokens, lag)[0, 0]) for lag in (1, 2, 3)]
+    np.testing.assert_allclose(got, [0.5, 1 / 3, 1 / 4], rtol=1e-6)
+    assert float(lag_match_attention(attn, tokens, 4)[0, 0]) == 0.0  # no key has a context 4 back
+
+
+def test_lag_match_attention_is_one_for_the_selective_head_of_its_lag_and_per_sequence():
+    tokens = np.asarray([[0, 1, 2, 0, 1, 1, 2, 0, 2, 1, 0, 0, 2, 1], [2, 2, 0, 1, 0, 2, 1, 1, 0, 2, 2, 1, 0, 0]])
+    b, t = tokens.shape
+    on_zero = np.zeros((t, t))
+    on_zero[:, 0] = 1.0  # key 0 has no token ℓ >= 1 back: never a match
+    for lag in (1, 2, 3):
+        heads = np.stack([np.stack([_selective_map(x, lag), on_zero]) for x in tokens])  # [B, 2, T, T]
+        np.testing.assert_array_equal(np.asarray(lag_match_attention(jnp.asarray(heads), jnp.asarray(tokens), lag)),
+                                      [[1.0, 0.0], [1.0, 0.0]])
+    # one lag per sequence: sequence 0 is scored at lag 1, sequence 1 at lag 3
+    heads = jnp.asarray(np.stack([_selective_map(tokens[0], 1), _selective_map(tokens[1], 3)])[:, None])
+    per_seq = np.asarray(lag_match_attention(heads, jnp.asarray(tokens), jnp.asarray([1, 3])))
+    np.testing.assert_array_equal(per_seq, [[1.0], [1.0]])
+    # the lag-1 head scored at lag 2 sits on a lag-2 match only where the two contexts agree
+    other = float(lag_match_attention(heads[:1], jnp.asarray(tokens[:1]), 2)[0, 0])
+    assert 0.0 < other < 1.0
+    traced = jax.jit(lag_match_attention)(heads, jnp.asarray(tokens), jnp.asarray([1, 3]))
+    np.testing.assert_array_equal(np.asarray(traced), per_seq)
+
+
+def test_lag_match_attention_rejects_bad_inputs():
+    attn = jnp.asarray(_uniform_causal(4)[None, None])
+    with pytest.raises(ValueError, match="lag must be an integer >= 1"):
+        lag_match_attention(attn, jnp.zeros((1, 4), jnp.int32), 0)
+    with pytest.raises(ValueError, match="tokens_BxT must be integer tokens of shape"):
+        lag_match_attention(attn, jnp.zeros((1, 5), jnp.int32), 1)
+    with pytest.raises(ValueError, match="tokens_BxT must be integer tokens of shape"):
+        lag_match_attention(attn, jnp.zeros((1, 4)), 1)
+    with pytest.raises(ValueError, match="attn_BxHxTxT must have shape"):
+        lag_match_attention(attn[0], jnp.zeros((1, 4), jnp.int32), 1)
+
+
+def test_lag_match_attention_scores_only_the_rows_asked_for():
+    # tokens 0 0 1 0 under uniform causal attention: at lag 1 rows 1 and 3 have matching keys
+    # (scores 1/2 and 2/4); the trigger task asks for its induction rows only
+    tokens = jnp.asarray([[0, 0, 1, 0]])
+    attn = jnp.asarray(_uniform_causal(4)[None, None])
+    only_row_3 = jnp.asarray([[False, False, False, True]])
+    assert float(lag_match_attention(attn, tokens, 1, only_row_3)[0, 0]) == pytest.approx(0.5)
+    only_row_2 = jnp.asarray([[False, False, True, False]])  # no matching key there: nothing scored
+    assert float(lag_match_attention(attn, tokens, 1, only_row_2)[0, 0]) == 0.0
+    with pytest.raises(ValueError, match="rows_BxT must be a boolean mask"):
+        lag_match_attention(attn, tokens, 1, jnp.ones((1, 4)))
 
 
 def _lag_map(t: int, lag: int) -> np.ndarray:
