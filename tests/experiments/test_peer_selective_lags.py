@@ -9,6 +9,7 @@ import pytest
 
 import icl_jax as ij
 import icl_jax.experiments.peers.selective_lags as selective_lags  # registers dangelo-selective-lags
+from icl_jax.analysis.progress import lag_match_attention
 from icl_jax.experiments import get_experiment, run_experiment
 
 NAME = "dangelo-selective-lags"

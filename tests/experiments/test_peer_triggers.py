@@ -51,25 +51,26 @@ def test_trigger_experiment_freezes_the_embeddings_and_refuses_bad_settings(tmp_
 
 
 def test_interventions_freeze_layer_one_while_they_hold_then_release_it(tmp_path):
-    overrides = {**TOY, "record_every": 10, "intervention_steps": 20}
+    # two of the three conditions (each is one more compiled sweep); "none" is bietti-triggers' run
+    overrides = {**TOY, "record_every": 10, "intervention_steps": 20, "conditions": ("clamp", "ablate")}
     m = run_experiment("singh-interventions", tmp_path, preset="quick", overrides=overrides, progress=False)
-    for name in ("none", "clamp", "ablate"):
+    assert "none" not in m and list(m["conditions"]) == ["clamp", "ablate"]
+    for name in ("clamp", "ablate"):
         traj = m[name]["trajectory"]
         assert traj["steps"] == [0, 10, 20, 30, 40]
         prev = np.asarray(traj["previous_token"])
-        if name == "none":
-            # nothing held: the layer-1 head trains from the first step, and as trained = intact
-            assert abs(prev[1] - prev[0]) > 1e-4
-            np.testing.assert_array_equal(traj["trained_accuracy"], traj["induction_accuracy"])
-        else:
-            # clamped or ablated, layer 1's scores get no gradient (its embeddings are frozen): its
-            # intact pattern is the initial one until the intervention ends at step 20
-            np.testing.assert_allclose(prev[:3], prev[0], atol=1e-6)
-            assert abs(prev[4] - prev[2]) > 1e-4
-            np.testing.assert_array_equal(traj["trained_accuracy"][2:], traj["induction_accuracy"][2:])
+        # clamped or ablated, layer 1's scores get no gradient (its embeddings are frozen): its
+        # intact pattern is the initial one until the intervention ends at step 20, then it trains
+        np.testing.assert_allclose(prev[:3], prev[0], atol=1e-6)
+        assert abs(prev[4] - prev[2]) > 1e-4
+        np.testing.assert_array_equal(traj["trained_accuracy"][2:], traj["induction_accuracy"][2:])
+    # while held, the model as trained is the intervened one: the clamp changes what it predicts
+    clamp = m["clamp"]["trajectory"]
+    assert clamp["trained_accuracy"][1] != clamp["induction_accuracy"][1]
     assert (tmp_path / "singh-interventions_conditions.png").is_file()
-    assert (tmp_path / "run" / "clamp").is_dir() and (tmp_path / "run" / "ablate").is_dir()
-    with pytest.raises(ValueError, match="intervention_steps"):
-        run_experiment("singh-interventions", tmp_path / "y", preset="quick",
-                       overrides={"steps": 100, "intervention_steps": 100}, progress=False)
+    assert (tmp_path / "run" / "ablate").is_dir() and not (tmp_path / "run" / "clamp").exists()
+    for changes, match in (({"steps": 100, "intervention_steps": 100}, "intervention_steps"),
+                           ({"conditions": ("clamp", "clamp")}, "conditions"), ({"conditions": ()}, "conditions")):
+        with pytest.raises(ValueError, match=match):
+            run_experiment("singh-interventions", tmp_path / "y", preset="quick", overrides=changes, progress=False)
     assert not (tmp_path / "y").exists()

@@ -7,10 +7,13 @@ Three conditions, each one vmapped engine sweep over the same seeds, data and re
 (``engine.Stage(loss_kwargs={"interventions": ...})``), the same split for every condition (so
 each restarts Adam at the boundary):
 
-- ``none``: no intervention (the run's model, ``run/``);
+- ``none``: no intervention;
 - ``clamp``: layer 1's head attends to the previous token (Singh et al.'s clamp of the
-  previous-token sub-circuit; ``run/clamp``);
-- ``ablate``: layer 1's head output is zeroed (``run/ablate``).
+  previous-token sub-circuit);
+- ``ablate``: layer 1's head output is zeroed.
+
+``conditions`` chooses which are trained (default all three); the first is the run's model
+(``run/``), the others are in ``run/<condition>``.
 
 Recorded: the trigger task's metrics (:func:`~icl_jax.experiments.peers.triggers.trigger_recorder`)
 for the intact model, and the induction accuracy of the model as trained (with the
@@ -63,9 +66,14 @@ class InterventionConfig(TriggerConfig):
     title_fields = {**TriggerConfig.title_fields, "intervention_steps": "intervened"}
 
     intervention_steps: int = option(1000, "steps from the start during which the intervention holds", min=1)
+    conditions: tuple[str, ...] = option(tuple(CONDITIONS), f"the conditions trained, a subset of {tuple(CONDITIONS)}",
+                                         added=True)
 
     def check(self) -> None:
         super().check()
+        unknown = [c for c in self.conditions if c not in CONDITIONS]
+        if not self.conditions or unknown or len(set(self.conditions)) != len(self.conditions):
+            raise ValueError(f"conditions must be distinct names from {tuple(CONDITIONS)} (got {self.conditions!r})")
         if self.intervention_steps >= self.steps:
             raise ValueError(f"intervention_steps ({self.intervention_steps}) must be < steps ({self.steps}): "
                              "training continues without it")
@@ -97,13 +105,15 @@ def run_interventions(config: InterventionConfig, ctx: RunContext) -> dict:
     groups = trained_groups(config, model)
     s = config.intervention_steps
     out, curves = {}, {}
-    for name, intervention in CONDITIONS.items():
+    # the first condition trained is the run's model (run/); the others in run/<condition>
+    for name in config.conditions:
+        intervention = CONDITIONS[name]
         stages = [engine.Stage(s, groups=groups, optimizer="adam", learning_rate=config.learning_rate,
                                loss_kwargs={"interventions": intervention} if intervention else {}, name=name),
                   engine.Stage(config.steps - s, groups=groups, optimizer="adam", learning_rate=config.learning_rate)]
 
         kwargs = ctx.sweep_kwargs()
-        if name != "none":
+        if name != config.conditions[0]:
             kwargs["out_dir"] = ctx.run_dir / name
         res = engine.sweep(model.sequence_loss, lambda key, hp: model.init(key), stages,
                            engine.FreshSamples(lambda key, hp: task.sample_sequences(key, config.batch_size)),
@@ -122,23 +132,23 @@ def run_interventions(config: InterventionConfig, ctx: RunContext) -> dict:
                         ("trained_accuracy", "induction accuracy (as trained)"),
                         ("previous_token", "layer-1 attention on t − 1 (intact)"),
                         ("induction_attention", "layer-2 attention on successors (intact)")):
-        for name in CONDITIONS:
+        for name in config.conditions:
             panels.append({"values": curves[name][key], "ylabel": ylabel, "label": "seeds", "ylim": (-0.02, 1.02),
                            "title": f"{name}: {ylabel}"})
-    plot_runs(ctx.figure("conditions"), steps, panels, ncols=len(CONDITIONS),
+    plot_runs(ctx.figure("conditions"), steps, panels, ncols=len(config.conditions),
               title=ctx.title(f"Singh et al.-style interventions on layer 1 for the first {s} steps, "
                               f"Bietti et al.'s trigger task (N={config.vocab_size}, T={config.seq_len})"),
               formats=ctx.formats)
     return {"seeds": _seeds(config), "intervention_steps": s, **refs,
-            "conditions": {n: {"ablate": list(map(list, i.ablate)), "clamp": list(map(list, i.clamp))}
-                           for n, i in CONDITIONS.items()},
+            "conditions": {n: {"ablate": list(map(list, CONDITIONS[n].ablate)), "clamp": list(map(list, CONDITIONS[n].clamp))}
+                           for n in config.conditions},
             **out}
 
 
 def _summary(m: dict) -> list:
     f = lambda s: f"{s['mean']:.3f} ± {s['sd']:.3f}"  # noqa: E731
     rows = []
-    for name in CONDITIONS:
+    for name in (c for c in CONDITIONS if c in m):
         r = m[name]
         rows.append((f"{name}: final induction accuracy; layer-1 previous-token attention",
                      f"{f(r['final_induction_accuracy'])}; {f(r['final_previous_token'])} ({len(m['seeds'])} seeds)"))
