@@ -101,7 +101,8 @@ def trained_groups(config: TriggerConfig, model: Transformer) -> tuple[str, ...]
     frozen = _FROZEN[config.frozen]
     if not frozen:
         return None
-    return tuple(g for g in model.init(jax.random.key(0)) if g not in frozen)
+    groups = jax.eval_shape(model.init, jax.random.key(0))  # the top-level keys, nothing computed
+    return tuple(g for g in groups if g not in frozen)
 
 
 def reference_losses(task: TriggerTask, test) -> dict:
