@@ -40,8 +40,22 @@ def _per_seed(stat) -> np.ndarray:
 #: registered experiments whose official run has not been made yet (REPRODUCTION.md says so); a
 #: finished one must leave this set, since its run is then checked like the others
 #: The four peer experiments added last are GPU-sized (hours per run on this 2-core CPU; see
-#: REPRODUCTION.md#the-peer-papers); their quick runs are committed and pinned in figures/.
+#: REPRODUCTION.md#the-peer-papers); their quick runs are committed in figures/ (and checked
+#: against the quick preset below).
 PENDING_EXPERIMENTS: set[str] = {"bietti-triggers", "singh-interventions", "dangelo-selective-lags", "zhou-ctw"}
+
+
+@pytest.mark.parametrize("name", [e.name for e in list_experiments()])
+def test_every_experiment_has_a_finished_quick_run_of_the_current_preset(name):
+    """figures/<name>/ (``icl-jax reproduce --quick``), whose numbers the README quotes."""
+    folder = FULL.parent / name
+    record = json.loads((folder / "config.json").read_text())
+    assert record["experiment"] == name and record["preset"] == "quick"
+    exp = get_experiment(name)
+    stored = exp.config_type.from_dict(record["config"])
+    assert stored.fingerprint() == exp.quick.fingerprint(), (
+        f"{name}: the committed quick run is stale (config differs: {stored.differences(exp.quick)})")
+    assert (folder / "metrics.json").is_file()
 
 
 @pytest.mark.parametrize("name", [e.name for e in list_experiments()])

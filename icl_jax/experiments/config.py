@@ -235,10 +235,17 @@ class ExperimentConfig:
         """JSON-ready: tuples become lists."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
-    def fingerprint(self) -> dict:
-        """The fields that change the computation: what a checkpoint must match to resume."""
+    def computation_fields(self) -> dict:
+        """Every field that changes the computation (all but ``computation=False`` ones)."""
         out = self.to_dict()
-        return {f.name: out[f.name] for f in dataclasses.fields(self) if f.metadata["computation"]
+        return {f.name: out[f.name] for f in dataclasses.fields(self) if f.metadata["computation"]}
+
+    def fingerprint(self) -> dict:
+        """What a checkpoint must match to resume: :meth:`computation_fields`, less the fields
+        marked ``added`` while they hold their default (runs written before the field existed
+        stored fingerprints without it)."""
+        fields = self.computation_fields()
+        return {f.name: fields[f.name] for f in dataclasses.fields(self) if f.name in fields
                 and not (f.metadata.get("added") and getattr(self, f.name) == f.default)}
 
     def differences(self, other: "ExperimentConfig") -> list[str]:
@@ -271,7 +278,7 @@ class ExperimentConfig:
         parts = [f"{preset} preset"] if preset else []
         parts += [f"{label} {_title_value(getattr(self, key))}" for key, label in self.title_fields.items()]
         if base is not None:
-            computed = self.fingerprint()
+            computed = self.computation_fields()
             parts += [f"{k}={_title_value(getattr(self, k))}" for k in self.differences(base)
                       if k in computed and k not in self.title_fields]
         return " · ".join(parts)

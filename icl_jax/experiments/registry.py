@@ -206,10 +206,12 @@ def check_out(exp: Experiment, config: ExperimentConfig, out: Path, mode: str) -
         stored_exp, _, stored = read_run_config(out)
         if stored_exp.name != exp.name:
             raise ValueError(f"resume: {out} holds a {stored_exp.name} run, not {exp.name}")
-        a, b = stored.fingerprint(), config.fingerprint()
-        changed = sorted(k for k in a if a[k] != b.get(k))
+        # every computation field, defaults filled in (a field the stored run predates included),
+        # not the fingerprints, which leave ``added`` fields out at their defaults
+        a, b = stored.computation_fields(), config.computation_fields()
+        changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
         if changed:
-            diffs = "; ".join(f"{k}: stored {a[k]!r}, now {b[k]!r}" for k in changed)
+            diffs = "; ".join(f"{k}: stored {a.get(k)!r}, now {b.get(k)!r}" for k in changed)
             raise ValueError(f"resume: the configuration differs from the run stored in {out} ({diffs}); "
                              "resume with the stored configuration (icl-jax resume DIR), or --overwrite to start again")
         return True

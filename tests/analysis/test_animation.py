@@ -54,10 +54,3 @@ def test_cli_animates_the_chen_three_stage_run_and_explains_a_run_without_maps(t
     assert stop.value.code == 2 and "records no matrix-valued metric" in capsys.readouterr().err
 
 
-
-def test_an_option_added_after_runs_were_written_stays_out_of_their_fingerprint_at_its_default():
-    from icl_jax.experiments import get_experiment
-
-    exp = get_experiment("nichani-fig2-chain")  # record_maps: for animate; the committed runs predate it
-    assert "record_maps" not in exp.official.fingerprint()
-    assert exp.official.replace(record_maps=True).fingerprint()["record_maps"] is True

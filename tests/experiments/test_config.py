@@ -3,10 +3,12 @@
 ``--show-config``. A toy config keeps these independent of any experiment."""
 
 import dataclasses
+import json
 from typing import Literal
 
 import pytest
 
+from icl_jax.experiments import check_out, get_experiment
 from icl_jax.experiments.config import ExperimentConfig, option
 
 
@@ -94,3 +96,27 @@ def test_describe_lists_every_field_with_type_and_meaning():
 def test_settings_line_names_the_preset_and_title_fields():
     cfg = Toy(seeds=3)
     assert cfg.settings("quick") == "quick preset · seeds 3"
+
+
+def test_an_option_added_after_runs_were_written_resumes_them_and_refuses_a_changed_value(tmp_path):
+    """``option(added=True)`` (record_maps of the Nichani Fig. 2 runs): out of the fingerprint at
+    its default, so a run written before the option existed still resumes; any changed value,
+    in either direction, is refused by name before anything is written."""
+
+    exp = get_experiment("nichani-fig2-chain")
+    quick = exp.quick
+    assert "record_maps" not in quick.fingerprint()
+    assert quick.replace(record_maps=True).fingerprint()["record_maps"] is True
+    old = {k: v for k, v in quick.to_dict().items() if k != "record_maps"}  # a run from before the option
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps({"experiment": exp.name, "preset": "quick", "config": old}))
+    assert check_out(exp, quick, tmp_path / "old", "resume") is True
+    stored = (tmp_path / "old" / "config.json").read_text()
+    with pytest.raises(ValueError, match="record_maps: stored False, now True"):
+        check_out(exp, quick.replace(record_maps=True), tmp_path / "old", "resume")
+    (tmp_path / "new").mkdir()
+    maps = quick.replace(record_maps=True).to_dict()
+    (tmp_path / "new" / "config.json").write_text(json.dumps({"experiment": exp.name, "preset": "quick", "config": maps}))
+    with pytest.raises(ValueError, match="record_maps: stored True, now False"):
+        check_out(exp, quick, tmp_path / "new", "resume")
+    assert (tmp_path / "old" / "config.json").read_text() == stored  # nothing was written

@@ -51,7 +51,8 @@ def test_trigger_experiment_freezes_the_embeddings_and_refuses_bad_settings(tmp_
 
 
 def test_interventions_freeze_layer_one_while_they_hold_then_release_it(tmp_path):
-    # two of the three conditions (each is one more compiled sweep); "none" is bietti-triggers' run
+    # two of the three conditions: each is one more compiled sweep, and "none" trains nothing
+    # these checks need (it is bietti-triggers' recipe with an Adam restart at the boundary)
     overrides = {**TOY, "record_every": 10, "intervention_steps": 20, "conditions": ("clamp", "ablate")}
     m = run_experiment("singh-interventions", tmp_path, preset="quick", overrides=overrides, progress=False)
     assert "none" not in m and list(m["conditions"]) == ["clamp", "ablate"]

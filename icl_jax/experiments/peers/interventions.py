@@ -25,6 +25,7 @@ anything copy in context before it returns?
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -66,13 +67,12 @@ class InterventionConfig(TriggerConfig):
     title_fields = {**TriggerConfig.title_fields, "intervention_steps": "intervened"}
 
     intervention_steps: int = option(1000, "steps from the start during which the intervention holds", min=1)
-    conditions: tuple[str, ...] = option(tuple(CONDITIONS), f"the conditions trained, a subset of {tuple(CONDITIONS)}",
-                                         added=True)
+    conditions: tuple[Literal["none", "clamp", "ablate"], ...] = option(
+        tuple(CONDITIONS), "the conditions trained (distinct; the first is the run's model in run/)", added=True)
 
     def check(self) -> None:
         super().check()
-        unknown = [c for c in self.conditions if c not in CONDITIONS]
-        if not self.conditions or unknown or len(set(self.conditions)) != len(self.conditions):
+        if not self.conditions or len(set(self.conditions)) != len(self.conditions):
             raise ValueError(f"conditions must be distinct names from {tuple(CONDITIONS)} (got {self.conditions!r})")
         if self.intervention_steps >= self.steps:
             raise ValueError(f"intervention_steps ({self.intervention_steps}) must be < steps ({self.steps}): "
@@ -91,7 +91,7 @@ def _metrics(record, intervention: Interventions, steps_held: int):
         intact = record(params)
         if not intervention:
             return {**intact, "trained_accuracy": intact["induction_accuracy"]}
-        held = record(params, intervention)["induction_accuracy"]
+        held = record(params, interventions=intervention)["induction_accuracy"]
         return {**intact, "trained_accuracy": jnp.where(step < steps_held, held, intact["induction_accuracy"])}
 
     return metrics

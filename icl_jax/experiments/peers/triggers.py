@@ -58,7 +58,7 @@ class TriggerConfig(ExperimentConfig):
     seeds: int = option(3, "independent runs (one vmapped call)", min=1)
     vocab_size: int = option(65, "N, the vocabulary (the paper's 65 characters)", min=3)
     num_triggers: int = option(5, "K trigger tokens (the K most probable under π_u)", min=1)
-    seq_len: int = option(256, "T, tokens per sequence (loss at every position)", min=2)
+    seq_len: int = option(256, "T, tokens per sequence (loss at every position; a trigger must recur)", min=3)
     bigram_alpha: float = option(0.3, "Dirichlet concentration of the global bigram's rows", gt=0)
     bigram_seed: int = option(0, "seed of the fixed global bigram π_b", min=0)
     width: int = option(128, "model width d", min=1)
@@ -105,6 +105,11 @@ def trained_groups(config: TriggerConfig, model: Transformer) -> tuple[str, ...]
     return tuple(g for g in groups if g not in frozen)
 
 
+def _mean_at(values, mask):
+    """The mean of ``values`` over the entries where ``mask`` holds (0 if it holds nowhere)."""
+    return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+
 def reference_losses(task: TriggerTask, test) -> dict:
     """Exact references on the held-out set: its position kinds and the Bayes losses by kind."""
     kinds = task.position_kinds(test.tokens_BxT)
@@ -112,7 +117,7 @@ def reference_losses(task: TriggerTask, test) -> dict:
         raise ValueError("the held-out set has no induction position (a trigger seen twice): raise seq_len or "
                          "test_size, or num_triggers")
     bayes_nll = per_position_nll(task.bayes(test.tokens_BxT), test.labels_BxT, eps=1e-30)
-    mean_at = lambda v, m: float(jnp.sum(jnp.where(m, v, 0.0)) / jnp.sum(m))  # noqa: E731
+    mean_at = lambda v, m: float(_mean_at(v, m))  # noqa: E731
     n_out = int(np.sum(task.output_law > 0))
     return {"kinds": kinds, "bayes_bigram_loss": mean_at(bayes_nll, kinds["bigram"]),
             "bayes_induction_loss": mean_at(bayes_nll, kinds["induction"]),
@@ -121,16 +126,18 @@ def reference_losses(task: TriggerTask, test) -> dict:
 
 
 def trigger_recorder(model: Transformer, test, kinds: dict, probe: int = 64):
-    """``metrics(params, step, interventions=None)``: loss and accuracy by position kind on the
-    whole held-out set, and the two heads' scores on its first ``probe`` sequences."""
+    """``record(params, *, interventions=None)``: loss and accuracy by position kind on the whole
+    held-out set, and the two heads' scores on its first ``probe`` sequences, for the model with
+    ``interventions`` (the intact one by default). Wrap it as the engine's ``metrics(params,
+    step)``: a third positional parameter would receive the sweep's hyperparameters."""
     ind, big = kinds["induction"], kinds["bigram"]
-    mean_at = lambda v, m: jnp.sum(jnp.where(m, v, 0.0)) / jnp.maximum(jnp.sum(m), 1)  # noqa: E731
+    mean_at = _mean_at
     tokens_p, ind_p = test.tokens_BxT[:probe], ind[:probe]
     # the positions t >= 1 whose previous token is a trigger: the outputs, which an induction
     # head's layer 1 must tag with "follows q_k"
     after_p = (kinds["induction"] | kinds["first_trigger"])[:probe, :-1]
 
-    def record(params, interventions=None):
+    def record(params, *, interventions=None):
         logits = model.apply_all(params, test.tokens_BxT, interventions=interventions)
         nll = per_position_nll(jax.nn.softmax(logits, axis=-1), test.labels_BxT, eps=1e-30)
         hit = (jnp.argmax(logits, axis=-1) == test.labels_BxT).astype(jnp.float32)
