@@ -117,7 +117,8 @@ def run_interventions(config: InterventionConfig, ctx: RunContext) -> dict:
             kwargs["out_dir"] = ctx.run_dir / name
         res = engine.sweep(model.sequence_loss, lambda key, hp: model.init(key), stages,
                            engine.FreshSamples(lambda key, hp: task.sample_sequences(key, config.batch_size)),
-                           seeds=_seeds(config), metrics=_metrics(record, intervention, s), record_every=config.record_every, **kwargs)
+                           seeds=_seeds(config), metrics=_metrics(record, intervention, s),
+                           record_every=config.record_every, **kwargs)
         m = jax.tree.map(lambda x: np.asarray(x)[0], res.metrics)
         steps = np.asarray(res.record_steps)
         curves[name] = m

@@ -9,9 +9,10 @@ Recorded over training on one held-out set, by the kind of position
 induction positions (a trigger seen before: the paper's accuracy on the second and later
 occurrences), the loss at the global-bigram positions, layer 1's previous-token attention (at
 every position, and where z_{t−1} is a trigger) and layer 2's induction attention
-(:func:`~icl_jax.analysis.progress.lag_match_attention` with lag 1 at the induction positions). The references are exact: the Bayes loss at the bigram positions (the
-entropy of π_b(·|z_t)), 0 at the induction positions, and log(N − K) there for a model that
-does not copy in context (the output law, uniform over the non-triggers).
+(:func:`~icl_jax.analysis.progress.lag_match_attention` with lag 1 at the induction positions).
+The references are exact: the Bayes loss at the bigram positions (the entropy of π_b(·|z_t)),
+0 at the induction positions, and log(N − K) there for a model that does not copy in context
+(the output law, uniform over the non-triggers).
 
 The recipe is the project's reading of the paper: 2 layers, 1 head each, absolute positions,
 MLPs, no layer norm; token and position embeddings and the unembedding are random and frozen
