@@ -1,6 +1,6 @@
-"""Helpers shared by the Nichani and Chen experiment packages: the seed list, the held-out
-test set (one ``fold_in`` stream independent of every run key), a baseline's mean ± s.e.,
-and per-seed summaries.
+"""Helpers shared by the experiment packages (Nichani, Chen, the peers): the seed list, the
+held-out test set (one ``fold_in`` stream independent of every run key), a baseline's mean ±
+s.e., per-seed summaries, and the ``record_every <= steps`` rule.
 
 Paper-specific helpers live in :mod:`icl_jax.experiments.nichani.common` and
 :mod:`icl_jax.experiments.chen.common`; the recipes they serve are listed in
@@ -43,3 +43,14 @@ def _loss_stat(values) -> dict:
 def _per_seed(values) -> dict:
     v = np.asarray(values, np.float64).reshape(-1)
     return {"mean": float(v.mean()), "sd": float(v.std()), "per_seed": v.tolist()}
+
+
+def _mean_sd(stat: dict, digits: int = 4) -> str:
+    """A :func:`_per_seed` summary as ``mean ± sd`` (the peers' summary rows)."""
+    return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
+
+
+def _check_record_every(config) -> None:
+    """A config's ``record_every`` must not exceed its ``steps`` (``ValueError`` naming both)."""
+    if config.record_every > config.steps:
+        raise ValueError(f"record_every ({config.record_every}) must be <= steps ({config.steps})")

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from icl_jax import engine
-from icl_jax.experiments.common import _loss_stat, _per_seed, _seeds, _test_set
+from icl_jax.experiments.common import _check_record_every, _loss_stat, _per_seed, _seeds, _test_set
 from icl_jax.experiments.config import ExperimentConfig, option
 from icl_jax.experiments.registry import RunContext
 from icl_jax.losses import chunked_mean_fn
@@ -49,8 +49,7 @@ class NichaniConfig(ExperimentConfig):
                                  "max(1024, steps/64))", min=0)
 
     def check(self) -> None:
-        if self.record_every > self.steps:
-            raise ValueError(f"record_every ({self.record_every}) must be <= steps ({self.steps})")
+        _check_record_every(self)
 
 
 def _test_loss_fn(model, test: Batch, chunk: int = 8192, **loss_kw):

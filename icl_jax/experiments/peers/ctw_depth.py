@@ -39,7 +39,14 @@ import numpy as np
 from icl_jax import engine
 from icl_jax.analysis.plots import plot_lines
 from icl_jax.analysis.progress import icl_score, kl_to_strategies, per_position_nll
-from icl_jax.experiments.common import _loss_stat, _per_seed, _seeds, _test_sequences
+from icl_jax.experiments.common import (
+    _check_record_every,
+    _loss_stat,
+    _mean_sd,
+    _per_seed,
+    _seeds,
+    _test_sequences,
+)
 from icl_jax.experiments.config import ExperimentConfig, option
 from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
 from icl_jax.models.transformer import Transformer
@@ -82,8 +89,7 @@ class ContextTreeDepthConfig(ExperimentConfig):
     record_every: int = option(500, "steps between recorded metrics", min=1)
 
     def check(self) -> None:
-        if self.record_every > self.steps:
-            raise ValueError(f"record_every ({self.record_every}) must be <= steps ({self.steps})")
+        _check_record_every(self)
         if self.seq_len <= self.depth:
             raise ValueError(f"seq_len ({self.seq_len}) must be > depth ({self.depth})")
         if self.width % self.heads:
@@ -226,7 +232,7 @@ def run_ctw_depth(config: ContextTreeDepthConfig, ctx: RunContext) -> dict:
 
 
 def _summary(m: dict) -> list:
-    f = lambda s: f"{s['mean']:.4f} ± {s['sd']:.4f}"  # noqa: E731
+    f = _mean_sd
     b = m["best_ngram"]
     rows = [("reference losses: CTW (Bayes) / best n-gram / order-0 n-gram / uniform",
              f"{m['ctw']['loss']:.4f} / {b['loss']:.4f} (order {b['order']}) / {m['ngram_loss']['order0']:.4f} / "

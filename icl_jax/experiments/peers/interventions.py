@@ -25,6 +25,7 @@ anything copy in context before it returns?
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal
 
 import jax
@@ -33,7 +34,7 @@ import numpy as np
 
 from icl_jax import engine
 from icl_jax.analysis.plots import plot_runs
-from icl_jax.experiments.common import _per_seed, _seeds, _test_sequences
+from icl_jax.experiments.common import _mean_sd, _per_seed, _seeds, _test_sequences
 from icl_jax.experiments.config import option
 from icl_jax.experiments.peers.triggers import QUICK as TRIGGER_QUICK
 from icl_jax.experiments.peers.triggers import (
@@ -147,7 +148,7 @@ def run_interventions(config: InterventionConfig, ctx: RunContext) -> dict:
 
 
 def _summary(m: dict) -> list:
-    f = lambda s: f"{s['mean']:.3f} ± {s['sd']:.3f}"  # noqa: E731
+    f = functools.partial(_mean_sd, digits=3)
     rows = []
     for name in (c for c in CONDITIONS if c in m):
         r = m[name]

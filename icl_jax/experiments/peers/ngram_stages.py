@@ -21,7 +21,7 @@ import numpy as np
 from icl_jax import engine
 from icl_jax.analysis.plots import plot_lines
 from icl_jax.analysis.progress import kl_to_strategies, per_position_nll, previous_token_score
-from icl_jax.experiments.common import _per_seed, _seeds, _test_sequences
+from icl_jax.experiments.common import _check_record_every, _mean_sd, _per_seed, _seeds, _test_sequences
 from icl_jax.experiments.config import ExperimentConfig, option
 from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
 from icl_jax.models.transformer import Transformer
@@ -53,8 +53,7 @@ class NGramStagesConfig(ExperimentConfig):
     record_every: int = option(100, "steps between recorded metrics", min=1)
 
     def check(self) -> None:
-        if self.record_every > self.steps:
-            raise ValueError(f"record_every ({self.record_every}) must be <= steps ({self.steps})")
+        _check_record_every(self)
 
 
 OFFICIAL = NGramStagesConfig()
@@ -135,7 +134,7 @@ def run_ngram_stages(config: NGramStagesConfig, ctx: RunContext) -> dict:
 
 
 def _summary(m: dict) -> list:
-    f = lambda s: f"{s['mean']:.4f} ± {s['sd']:.4f}"  # noqa: E731
+    f = _mean_sd
     sl = m["strategy_loss"]
     return [
         ("strategy losses: uniform / unigram / bigram", f"{sl['uniform']:.4f} / {sl['unigram']:.4f} / {sl['bigram']:.4f}"),

@@ -49,7 +49,7 @@ import numpy as np
 from icl_jax import engine
 from icl_jax.analysis.plots import plot_heatmaps, plot_lines
 from icl_jax.analysis.progress import lag_attention, lag_match_attention, per_position_nll
-from icl_jax.experiments.common import _per_seed, _seeds, _test_key
+from icl_jax.experiments.common import _check_record_every, _mean_sd, _per_seed, _seeds, _test_key
 from icl_jax.experiments.config import ExperimentConfig, option
 from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
 from icl_jax.models.transformer import Transformer
@@ -85,8 +85,7 @@ class SelectiveLagsConfig(ExperimentConfig):
     record_every: int = option(500, "steps between recorded metrics", min=1)
 
     def check(self) -> None:
-        if self.record_every > self.steps:
-            raise ValueError(f"record_every ({self.record_every}) must be <= steps ({self.steps})")
+        _check_record_every(self)
         if not self.lags:
             raise ValueError("lags must name at least one lag")
         if self.test_size < len(self.lags):
@@ -253,7 +252,7 @@ def run_selective_lags(config: SelectiveLagsConfig, ctx: RunContext) -> dict:
 
 
 def _summary(m: dict) -> list:
-    f = lambda s: f"{s['mean']:.4f} ± {s['sd']:.4f}"  # noqa: E731
+    f = _mean_sd
     r = m["reference_loss"]
     sel = np.asarray(m["final_selection"]["mean"])
     return [

@@ -19,7 +19,7 @@ import numpy as np
 from icl_jax import engine
 from icl_jax.analysis.plots import plot_runs
 from icl_jax.analysis.progress import previous_token_score
-from icl_jax.experiments.common import _per_seed, _seeds, _test_sequences
+from icl_jax.experiments.common import _check_record_every, _mean_sd, _per_seed, _seeds, _test_sequences
 from icl_jax.experiments.config import ExperimentConfig, option
 from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
 from icl_jax.losses import chunked_mean_fn
@@ -48,8 +48,7 @@ class SwitchingConfig(ExperimentConfig):
     record_every: int = option(200, "steps between recorded metrics", min=1)
 
     def check(self) -> None:
-        if self.record_every > self.steps:
-            raise ValueError(f"record_every ({self.record_every}) must be <= steps ({self.steps})")
+        _check_record_every(self)
 
 
 OFFICIAL = SwitchingConfig()
@@ -120,7 +119,7 @@ def run_switching(config: SwitchingConfig, ctx: RunContext) -> dict:
 
 
 def _summary(m: dict) -> list:
-    f = lambda s: f"{s['mean']:.4f} ± {s['sd']:.4f}"  # noqa: E731
+    f = _mean_sd
     rows = [("entropy rate / unigram loss h(π₁)", f"{m['entropy_rate']:.4f} / {m['unigram_loss']:.4f}")]
     for layers in DEPTHS:
         r = m[f"layers{layers}"]

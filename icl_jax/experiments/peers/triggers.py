@@ -24,6 +24,7 @@ corpus; nothing is downloaded here).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal
 
 import jax
@@ -33,7 +34,7 @@ import numpy as np
 from icl_jax import engine
 from icl_jax.analysis.plots import plot_runs
 from icl_jax.analysis.progress import lag_match_attention, per_position_nll, previous_token_score
-from icl_jax.experiments.common import _per_seed, _seeds, _test_sequences
+from icl_jax.experiments.common import _check_record_every, _mean_sd, _per_seed, _seeds, _test_sequences
 from icl_jax.experiments.config import ExperimentConfig, option
 from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
 from icl_jax.models.transformer import Transformer
@@ -72,8 +73,7 @@ class TriggerConfig(ExperimentConfig):
     record_every: int = option(50, "steps between recorded metrics", min=1)
 
     def check(self) -> None:
-        if self.record_every > self.steps:
-            raise ValueError(f"record_every ({self.record_every}) must be <= steps ({self.steps})")
+        _check_record_every(self)
         if self.num_triggers > self.vocab_size - 1:
             raise ValueError(f"num_triggers ({self.num_triggers}) must be <= vocab_size − 1 ({self.vocab_size - 1})")
 
@@ -212,7 +212,7 @@ def run_triggers(config: TriggerConfig, ctx: RunContext) -> dict:
 
 
 def _summary(m: dict) -> list:
-    f = lambda s: f"{s['mean']:.3f} ± {s['sd']:.3f}"  # noqa: E731
+    f = functools.partial(_mean_sd, digits=3)
     n = len(m["seeds"])
     no_copy = m["no_copy_induction_loss"]
     return [
