@@ -304,13 +304,22 @@ def cmd_reproduce(args) -> int:
     if args.quick == args.full:
         raise ValueError("reproduce needs exactly one of --quick (CPU, minutes) or --full (GPU)")
     mode = _mode(args)
+    if args.summary and mode != "new":
+        raise ValueError("--summary trains nothing: it excludes --resume and --overwrite")
     _lanes(args, 1)  # a bad --lanes fails before the plan is built
     preset = "quick" if args.quick else "official"
     out = Path(args.out)
-    plan = _reproduce_plan(out, preset, mode, variants=args.variants)
+    if args.summary and not out.is_dir():
+        raise ValueError(f"--summary: --out {out} is not a folder of runs")
+    # --summary reads the runs as --resume would (settings checked), and runs none of them
+    plan = _reproduce_plan(out, preset, "resume" if args.summary else mode, variants=args.variants)
     done = {name: json.loads((folder / "metrics.json").read_text())
             for name, _, _, folder, run_mode in plan if run_mode == "done"}
     todo = [entry for entry in plan if entry[0] not in done]
+    if args.summary:
+        todo.sort(key=lambda entry: entry[0])
+        _write_summary(out, plan, done, args, [_progress_note(folder) for _, _, _, folder, _ in todo], todo)
+        return 0
     lanes = _lanes(args, max(1, len(todo)))
     what = "variants" if args.variants else "experiments"
     if done:
@@ -329,9 +338,35 @@ def cmd_reproduce(args) -> int:
                     experiment=None if name == exp.name else exp.name)
                 for name, exp, config, folder, run_mode in todo]
         results = {**done, **{name: r["metrics"] for name, r in run_jobs(jobs, lanes, out / "logs").items()}}
+    _write_summary(out, plan, results, args, [], [], lanes=lanes, seconds=time.perf_counter() - start, ran=todo)
+    return 0
+
+
+def _progress_note(folder: Path) -> str:
+    """How far an unfinished run in ``folder`` got: the step of each checkpoint under ``run/``
+    (an experiment that trains several models keeps one per model), or not started."""
+    notes = []
+    for ckpt in sorted((folder / "run").rglob("checkpoint.npz")):
+        with np.load(ckpt) as data:
+            meta = json.loads(str(data["__meta__"]))
+        where = ckpt.parent.relative_to(folder).as_posix()
+        notes.append(f"{where}/ at step {meta['step']:,} ({meta.get('train_seconds', 0.0):,.0f} s of training)")
+    if notes:
+        return "checkpoints: " + "; ".join(notes)
+    return "started, no checkpoint yet" if (folder / "config.json").is_file() else "not started"
+
+
+def _write_summary(out: Path, plan: list, results: dict, args, pending_notes: list, pending: list, *,
+                   lanes: int = 0, seconds: float = 0.0, ran: list = ()) -> None:
+    """``out/summary.md``: every finished run's summary rows (by name), its wall time, and a
+    line on each run not finished (``pending`` with ``pending_notes``: only with --summary)."""
+    what = "variants" if args.variants else "experiments"
+    done_before = {name for name, *_, run_mode in plan if run_mode == "done"}
     title = "# icl-jax reproduce " + ("--quick" if args.quick else "--full") + (" --variants" if args.variants else "")
     lines = [title, "", "| experiment | quantity | value |", "|---|---|---|"]
     for name, exp, *_ in sorted(plan, key=lambda entry: entry[0]):  # by name: stable across plan orders
+        if name not in results:
+            continue
         metrics = results[name]
         for label, value in exp.summary(metrics):
             lines.append(f"| {name} | {label} | {value} |")
@@ -342,21 +377,25 @@ def cmd_reproduce(args) -> int:
         from icl_jax.experiments.variants import get_variant
 
         lines += ["", "| variant | experiment | changed keys | what it answers |", "|---|---|---|---|"]
+        preset = "quick" if args.quick else "official"
         for name, *_ in sorted(plan, key=lambda entry: entry[0]):
             v = get_variant(name)
             changed = ", ".join(f"{k}={val}" for k, val in v.keys(preset).items())
             lines.append(f"| {name} | {v.experiment} | {changed} | {v.question} |")
     lines.append("")
-    if todo or not done:
-        noun = what if len(todo) != 1 else what[:-1]
-        lines.append(f"{len(todo)} {noun} in {lanes} lane(s): {time.perf_counter() - start:.0f} s wall in all.")
-    if done:
-        own = sum(m["wall_seconds"] for m in done.values())
-        lines.append(f"{len(done)}{' more' if todo else ''} had finished before this call and are reported from their metrics.json "
-                     f"(their own wall times above sum to {own:.0f} s): {', '.join(sorted(done))}.")
+    if ran or not done_before and not pending:
+        noun = what if len(ran) != 1 else what[:-1]
+        lines.append(f"{len(ran)} {noun} in {lanes} lane(s): {seconds:.0f} s wall in all.")
+    if done_before:
+        own = sum(results[name]["wall_seconds"] for name in done_before)
+        lines.append(f"{len(done_before)}{' more' if ran else ''} had finished before this call and are reported from "
+                     f"their metrics.json (their own wall times above sum to {own:.0f} s): "
+                     f"{', '.join(sorted(done_before))}.")
+    if pending:
+        lines += ["", f"Not finished ({len(pending)}; `reproduce --resume` continues them):", ""]
+        lines += [f"- {entry[0]}: {note}" for entry, note in zip(pending, pending_notes)]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print(f"[reproduce] wrote {out / 'summary.md'}", file=sys.stderr)
-    return 0
 
 
 def cmd_theory_nichani_gradient(args) -> int:
@@ -519,6 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--variants", action="store_true",
                    help="run the variants (extra seeds, the official code's behaviour) instead of the presets; "
                         "see icl_jax/experiments/variants.py")
+    q.add_argument("--summary", action="store_true",
+                   help="train nothing: rewrite --out/summary.md from the finished runs there (their settings "
+                        "checked as --resume checks them) and list the unfinished ones")
     q.add_argument("--lanes", default="auto", metavar="N|auto",
                    help="experiments run at once, each in a process pinned to its share of the cores "
                         "(auto: one per core on a CPU-only host, 1 with an accelerator)")

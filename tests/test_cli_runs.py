@@ -179,6 +179,54 @@ def test_reproduce_resume_continues_started_runs_and_starts_the_others(tmp_path,
     assert modes[NAME] == "done" and set(modes.values()) == {"new", "done"}
 
 
+def test_reproduce_summary_reports_the_finished_runs_lists_the_others_and_trains_nothing(tmp_path, capsys):
+    """`reproduce --summary` rebuilds summary.md from the committed quick runs: every finished
+    run's rows are exactly those the reproduce that ran it wrote (figures/summary.md), an
+    unfinished run is listed with its checkpoint's step, a missing one as not started, and
+    nothing but summary.md is written."""
+    from pathlib import Path
+
+    from icl_jax.experiments import list_experiments
+
+    figures = Path(__file__).resolve().parents[1] / "figures"
+    names = [exp.name for exp in list_experiments()]
+    for name in names:
+        (tmp_path / name).mkdir()
+        for f in ("config.json", "metrics.json"):
+            shutil.copy(figures / name / f, tmp_path / name / f)
+    unfinished, missing = NAME, names[-1]
+    assert missing != unfinished
+    (tmp_path / unfinished / "metrics.json").unlink()
+    shutil.rmtree(tmp_path / missing)
+    # a checkpoint's meta is all the note reads
+    (tmp_path / unfinished / "run").mkdir()
+    np.savez(tmp_path / unfinished / "run" / "checkpoint.npz",
+             __meta__=np.asarray(json.dumps({"step": 1234, "train_seconds": 56.0})))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+
+    assert main(["reproduce", "--quick", "--summary", "--out", str(tmp_path)]) == 0
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert after == sorted([*before, Path("summary.md")])
+    text = (tmp_path / "summary.md").read_text()
+    committed = (figures / "summary.md").read_text().splitlines()
+    finished = [n for n in names if n not in (unfinished, missing)]
+    for name in finished:
+        rows = [line for line in committed if line.startswith(f"| {name} |")]
+        assert rows and all(row in text for row in rows), name
+    assert f"| {unfinished} |" not in text and f"| {missing} |" not in text
+    assert f"- {unfinished}: checkpoints: run/ at step 1,234 (56 s of training)" in text
+    assert f"- {missing}: not started" in text
+    assert f"{len(finished)} had finished before this call" in text
+
+    # it trains nothing, so it takes neither --resume nor --overwrite, and needs a folder of runs
+    for extra, match in ((["--resume"], "excludes --resume"), (["--overwrite"], "excludes --resume"),
+                         (["--out", str(tmp_path / "absent")], "not a folder of runs")):
+        with pytest.raises(SystemExit):
+            main(["reproduce", "--quick", "--summary", "--out", str(tmp_path), *extra])
+        assert match in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == after
+
+
 def test_reproduce_evaluates_the_cw_a_run_in_generalization_instead_of_training_it_again(tmp_path, monkeypatch):
     """`reproduce`: chen-generalization runs after chen-cw-a and gets its folder as trained_run
     (both presets train the same recipe). (`--set trained_run=DIR` by hand goes through

@@ -77,7 +77,7 @@ def test_every_experiment_has_a_finished_official_run_of_the_current_preset(name
 
 #: variants whose full run has not finished yet (REPRODUCTION.md says so); a finished one must
 #: leave this set, since its claims are then asserted below
-PENDING_VARIANTS: set[str] = set()
+PENDING_VARIANTS: set[str] = {"chen-three-stage-d2-official-window", "chen-three-stage-d2-include-raw"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)

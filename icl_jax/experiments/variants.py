@@ -11,7 +11,8 @@ one of two reasons:
   lr 1 for 50,000 steps instead of lr 1e5 for 5,000; docs/chen-theory.md#official-recipes);
 * **official behaviour**: the paper's version is the default and the official code's
   behaviour is an option; the variant runs the option where it can change the outcome
-  (Chen's double-softmax loss, chen-quirk-1; the multi-parent roots, nichani-quirk-2).
+  (Chen's double-softmax loss, chen-quirk-1; the copier window, chen-quirk-4; the raw-token
+  subsets, chen-quirk-8; the multi-parent roots, nichani-quirk-2).
 
 The tree-Bayes wrap-around (nichani-quirk-1) needs no run: every tree experiment reports both
 baselines (``bayes_loss``, ``bayes_official_loss``).
@@ -70,6 +71,12 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("chen-three-stage-variant", "chen-three-stage-d2", {"stage_steps": (2000, 50000, 5000), "stage_lrs": (1.0, 1.0, 1.0)},
             "the official code's three-stage variant: stage II (W) at lr 1 for 50,000 steps instead of lr 1e5 for 5,000",
             quick={"stage_steps": (60, 2000, 600), "stage_lrs": (1.0, 1.0, 1.0)}),
+    Variant("chen-three-stage-d2-official-window", "chen-three-stage-d2", {"window": "official"},
+            "the official copier window (head h sees offsets h..h+H−1, chen-quirk-4) against the paper's window "
+            "shared by every head (offsets 1..H)"),
+    Variant("chen-three-stage-d2-include-raw", "chen-three-stage-d2", {"include_raw": True},
+            "the official selector's subsets that include the raw token (kernel 0, but counted in the "
+            "normaliser, chen-quirk-8) against only the subsets of the heads"),
     Variant("chen-cwa-seeds3", "chen-cwa", {"seeds": 3}, _SEEDS),
     Variant("chen-cwa-official-loss", "chen-cwa", {"loss": "official"}, _CHEN_LOSS),
     Variant("chen-bigram-seeds3", "chen-bigram", {"seeds": 3}, _SEEDS),
