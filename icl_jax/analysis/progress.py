@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "lag_attention",
+    "parent_attention",
     "lag_match_attention",
     "previous_token_score",
     "repeated_random_tokens",
@@ -40,20 +41,43 @@ def _check_lags(lag) -> None:
         raise ValueError(f"lag must be an integer >= 1 (or one per sequence; got {lag!r})")
 
 
+def _offset_attention(attn: jax.Array, offset_B: jax.Array) -> jax.Array:
+    """Mean over rows t >= d of attn[t, t − d], per head: ``[B, H]`` (d = ``offset_B``, one per
+    sequence, >= 0; a sequence with no such row scores 0)."""
+    b, _, t, _ = attn.shape
+    pos_T = jnp.arange(t)
+    key_BxT = pos_T[None, :] - offset_B[:, None]
+    valid_BxT = key_BxT >= 0
+    on_BxHxT = jnp.take_along_axis(attn, jnp.maximum(key_BxT, 0)[:, None, :, None], axis=-1)[..., 0]
+    count_B = jnp.maximum(jnp.sum(valid_BxT, axis=-1), 1)
+    return jnp.sum(jnp.where(valid_BxT[:, None], on_BxHxT, 0.0), axis=-1) / count_B[:, None]
+
+
 def lag_attention(attn_BxHxTxT: jax.Array, lag) -> jax.Array:
     """Mean attention from position t to t − ℓ over t >= ℓ, per head: ``[B, H]``. ``lag`` is an
     int or a per-sequence ``[B]`` array (e.g. the lag of each sequence of the interleaved-lag
     task: the head that attends to the true parent x_{t−ℓ})."""
     attn = _check_attention(attn_BxHxTxT)
-    b, _, t, _ = attn.shape
     _check_lags(lag)
-    lag_B = jnp.broadcast_to(jnp.asarray(lag, jnp.int32), (b,))
-    pos_T = jnp.arange(t)
-    key_BxT = pos_T[None, :] - lag_B[:, None]
-    valid_BxT = key_BxT >= 0
-    on_BxHxT = jnp.take_along_axis(attn, jnp.maximum(key_BxT, 0)[:, None, :, None], axis=-1)[..., 0]
-    count_B = jnp.maximum(jnp.sum(valid_BxT, axis=-1), 1)
-    return jnp.sum(jnp.where(valid_BxT[:, None], on_BxHxT, 0.0), axis=-1) / count_B[:, None]
+    return _offset_attention(attn, jnp.broadcast_to(jnp.asarray(lag, jnp.int32), (attn.shape[0],)))
+
+
+def parent_attention(attn_BxHxTxT: jax.Array, lag) -> jax.Array:
+    """Mean attention from row t to the lag-ℓ parent of the token it predicts, per head:
+    ``[B, H]`` (docs/peer-tasks.md#interleaved-lags).
+
+    Row t predicts x_{t+1}, which lag ℓ draws given x_{t+1−ℓ}; the score of a sequence is
+
+        mean over rows t >= ℓ − 1 of  attn[t, t + 1 − ℓ],
+
+    i.e. :func:`lag_attention` at offset ℓ − 1 (at ℓ = 1 the parent is x_t itself, the query's
+    own position). With a known kernel P a head that attends to that parent and reads P's row
+    predicts x_{t+1} without copying from matching keys. ``lag`` is an int or a per-sequence
+    ``[B]`` array; evaluated at every candidate ℓ' and split by each sequence's true lag it gives
+    the [true lag × candidate lag] parent-selection matrix."""
+    attn = _check_attention(attn_BxHxTxT)
+    _check_lags(lag)
+    return _offset_attention(attn, jnp.broadcast_to(jnp.asarray(lag, jnp.int32), (attn.shape[0],)) - 1)
 
 
 def lag_match_attention(attn_BxHxTxT: jax.Array, tokens_BxT: jax.Array, lag, rows_BxT=None) -> jax.Array:

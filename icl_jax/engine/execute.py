@@ -357,6 +357,7 @@ def execute(
         ckpt.save_npz(ckpt_path, arrays, meta)
 
     total = program.total_steps
+    trained = done_chunks < len(schedule)
     steps_done = sum(n * program.record_every + t for _, n, t, _ in schedule[:done_chunks])
     bar = tqdm(total=total, initial=steps_done, unit="step", delay=2.0, disable=not (progress and layout.writes),
                dynamic_ncols=True,
@@ -394,7 +395,9 @@ def execute(
     if layout.distributed:  # every process returns the whole result, on its own default device
         state = jax.tree.map(jnp.asarray, to_host(state, layout))
     loss_all = np.concatenate(losses, axis=-1)
-    return state, loss_all, _concat_records(records, axis), earlier_seconds + time.perf_counter() - t0
+    # a call that trained nothing (a finished run resumed to re-evaluate it) adds no time
+    seconds = earlier_seconds + (time.perf_counter() - t0 if trained else 0.0)
+    return state, loss_all, _concat_records(records, axis), seconds
 
 
 def _records_done(chunks) -> int:

@@ -3,12 +3,14 @@
 
 The official recipes are single-seed and follow the paper where the official code deviates
 (docs/quirks.md). A variant is a registered experiment's preset with a few keys changed, for
-one of two reasons:
+one of these reasons:
 
 * **seeds**: the official run is one seed; where a run is cheap enough the variant trains
   three in one vmapped call, so the reported number has a spread;
 * **another official recipe** of the same model: Chen's second three-stage run (stage II at
   lr 1 for 50,000 steps instead of lr 1e5 for 5,000; docs/chen-theory.md#official-recipes);
+* **another reading of the paper**: where the spec is unsure what the paper does, the other
+  reading (D'Angelo et al.'s kernel, fixed instead of drawn per sequence);
 * **official behaviour**: the paper's version is the default and the official code's
   behaviour is an option; the variant runs the option where it can change the outcome
   (Chen's double-softmax loss, chen-quirk-1; the copier window, chen-quirk-4; the raw-token
@@ -81,6 +83,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("chen-cwa-official-loss", "chen-cwa", {"loss": "official"}, _CHEN_LOSS),
     Variant("chen-bigram-seeds3", "chen-bigram", {"seeds": 3}, _SEEDS),
     Variant("chen-full-model-seeds3", "chen-full-model", {"seeds": 3}, _SEEDS),
+    Variant("dangelo-selective-lags-fixed-kernel", "dangelo-selective-lags", {"kernel": "fixed"},
+            "one transition kernel shared by every sequence (the abstract's 'transition probabilities fixed') "
+            "against one drawn per sequence (the spec's reading): does a lag-selecting head form?"),
     Variant("nichani-fig5-official-roots", "nichani-fig5-multiparent", {"roots": "official"},
             "the official sampler's roots (one Dirichlet(α) vector shared by the roots of a sequence, "
             "nichani-quirk-2) against the uniform roots the paper intends"),

@@ -11,6 +11,7 @@ from icl_jax.analysis.progress import (
     kl_to_strategies,
     lag_attention,
     lag_match_attention,
+    parent_attention,
     per_position_nll,
     prefix_matching_score,
     previous_token_score,
@@ -115,6 +116,34 @@ def test_lag_and_previous_token_scores_on_known_maps():
         previous_token_score(jnp.ones((3, 4, 4)))
     with pytest.raises(ValueError, match="lag must be an integer >= 1"):
         lag_attention(jnp.asarray(heads), 0)
+
+
+def test_parent_attention_is_attention_on_the_lag_parent_of_the_predicted_token():
+    """Row t predicts x_{t+1}, whose lag-ℓ parent is x_{t+1−ℓ}: a head on t + 1 − ℓ scores 1 at ℓ,
+    the closed forms elsewhere, and a per-sequence lag scores each sequence at its own lag."""
+    t = 9
+    rng = np.random.default_rng(0)
+    maps = rng.random((2, 3, t, t)) * np.tril(np.ones((t, t)))  # random causal maps
+    maps = maps / maps.sum(-1, keepdims=True)
+    for lag in (1, 2, 3):
+        want = np.stack([[np.mean([maps[b, h, i, i + 1 - lag] for i in range(lag - 1, t)]) for h in range(3)]
+                         for b in range(2)])
+        np.testing.assert_allclose(np.asarray(parent_attention(jnp.asarray(maps), lag)), want, rtol=1e-6)
+        if lag >= 2:  # the parent of x_{t+1} at ℓ is the token ℓ − 1 back of the query
+            np.testing.assert_allclose(np.asarray(parent_attention(jnp.asarray(maps), lag)),
+                                       np.asarray(lag_attention(jnp.asarray(maps), lag - 1)), rtol=1e-6)
+    # a head on the query itself (ℓ = 1) and one on t − 1 (ℓ = 2; row 0 on itself)
+    heads = jnp.asarray(np.stack([np.eye(t), _lag_map(t, 1)])[None])  # [1, 2, T, T]
+    np.testing.assert_allclose(np.asarray(parent_attention(heads, 1)), [[1.0, 1 / t]], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(parent_attention(heads, 2)), [[0.0, 1.0]], atol=1e-7)
+    per_seq = np.asarray(parent_attention(jnp.concatenate([heads, heads]), jnp.asarray([1, 2])))
+    np.testing.assert_allclose(per_seq, [[1.0, 1 / t], [0.0, 1.0]], atol=1e-7)
+    traced = jax.jit(parent_attention)(jnp.concatenate([heads, heads]), jnp.asarray([1, 2]))
+    np.testing.assert_allclose(np.asarray(traced), per_seq, atol=1e-7)
+    with pytest.raises(ValueError, match="lag must be an integer >= 1"):
+        parent_attention(heads, 0)
+    with pytest.raises(ValueError, match="attn_BxHxTxT must have shape"):
+        parent_attention(heads[0], 1)
 
 
 def test_prefix_matching_scores_one_for_an_induction_head_and_zero_for_a_previous_token_head():

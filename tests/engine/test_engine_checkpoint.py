@@ -96,14 +96,21 @@ def test_bfloat16_run_resumes(tmp_path):
 
 def test_a_resumed_run_reports_the_training_time_of_every_call(toy, fixed, tmp_path):
     """A run trained across sessions reports its whole training-loop time: the checkpoint keeps
-    the time of the calls that wrote it, and a resume adds its own."""
+    the time of the calls that wrote it, a resume that trains adds its own, and a resume of a
+    finished run (a re-evaluation) adds nothing."""
     from icl_jax.engine import checkpoint as ckpt
 
     stages = [E.Stage(4, learning_rate=0.1)]
-    first = E.train(toy.loss, toy.init, stages, fixed, out_dir=tmp_path, chunk_steps=2, progress=False)
+    kwargs = dict(out_dir=tmp_path, chunk_steps=2, progress=False)
+    with pytest.raises(Interrupt):
+        E.train(toy.loss, toy.init, stages, fixed, callback=_stop_after(1), **kwargs)
     arrays, meta = ckpt.load_checkpoint(tmp_path / "checkpoint.npz")
-    assert 0 < meta["train_seconds"] <= first.wall_seconds
+    assert meta["step"] == 2 and meta["train_seconds"] > 0
     ckpt.save_npz(tmp_path / "checkpoint.npz", arrays, {**meta, "train_seconds": 1000.0})  # as if trained for long
-    again = E.train(toy.loss, toy.init, stages, fixed, out_dir=tmp_path, chunk_steps=2, resume=True, progress=False)
+    again = E.train(toy.loss, toy.init, stages, fixed, resume=True, **kwargs)
     assert 1000.0 < again.wall_seconds < 1000.0 + 60.0
     assert json.loads((tmp_path / "metrics.json").read_text())["wall_seconds"] == again.wall_seconds
+    _, meta = ckpt.load_checkpoint(tmp_path / "checkpoint.npz")
+    assert meta["step"] == 4 and 0 < meta["train_seconds"] - 1000.0 <= again.wall_seconds - 1000.0
+    finished = E.train(toy.loss, toy.init, stages, fixed, resume=True, **kwargs)
+    assert finished.wall_seconds == meta["train_seconds"]

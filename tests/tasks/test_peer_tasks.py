@@ -12,7 +12,7 @@ from scipy import special
 
 from icl_jax.tasks.context_tree import ContextTreeTask, ctw_predict
 from icl_jax.tasks.lags import LagMixtureTask
-from icl_jax.tasks.priors import sample_doubly_stochastic
+from icl_jax.tasks.priors import sample_dirichlet, sample_doubly_stochastic, stationary_distribution
 from icl_jax.tasks.sampling import token_uniforms
 from icl_jax.tasks.strategies import lag_strategy, ngram_strategy, uniform_strategy
 from icl_jax.tasks.switching import SwitchingChainTask, binary_entropy
@@ -377,6 +377,167 @@ def test_lag_posterior_concentrates_on_the_true_lag():
 def test_lag_task_rejects_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         LagMixtureTask(**({"vocab_size": 3, "seq_len": 10, "lags": (1, 2, 3)} | kw))
+
+
+# ------------------------------------------------------------------ interleaved lags with one fixed kernel
+def _stationary64(p):
+    """μ with μᵀP = μᵀ, Σμ = 1, in float64 (the eigenvector of Pᵀ at eigenvalue 1)."""
+    w, v = np.linalg.eig(np.asarray(p, np.float64).T)
+    mu = np.real(v[:, np.argmin(np.abs(w - 1))])
+    return mu / mu.sum()
+
+
+def _fixed_lag_enumeration(p, first, lags, t_len):
+    """The fixed-kernel task's law by brute force, float64: every full sequence y = x_0..x_T
+    (k^(T+1) of them) with its probability under each lag, Π_{i<ℓ} first(y_i) Π_{i>=ℓ} P(y_i |
+    y_{i−ℓ}); for every input x_0..x_{T−1} and position t, P(x_{t+1} = a | x_0..x_t) and
+    P(ℓ | x_0..x_t) as sums over the full sequences that share the prefix x_0..x_t.
+
+    Returns (inputs ``[k^T, T]``, predictive ``[k^T, T, k]``, posterior ``[k^T, T, L]``)."""
+    k = len(first)
+    full = np.array(np.meshgrid(*[np.arange(k)] * (t_len + 1), indexing="ij")).reshape(t_len + 1, -1).T
+    joint = np.ones((len(full), len(lags)))
+    for j, lag in enumerate(lags):
+        for i in range(t_len + 1):
+            joint[:, j] *= first[full[:, i]] if i < lag else p[full[:, i - lag], full[:, i]]
+    joint /= len(lags)  # uniform prior over lags
+    inputs = full[full[:, -1] == 0][:, :-1]
+    pred = np.zeros((len(inputs), t_len, k))
+    post = np.zeros((len(inputs), t_len, len(lags)))
+    for b, x in enumerate(inputs):
+        for t in range(t_len):
+            share = np.all(full[:, : t + 1] == x[: t + 1], axis=1)
+            den = joint[share].sum()
+            post[b, t] = joint[share].sum(0) / den
+            for a in range(k):
+                pred[b, t, a] = joint[share & (full[:, t + 1] == a)].sum() / den
+    return inputs, pred, post
+
+
+@pytest.mark.parametrize("lags", [(1, 2), (1, 3)])
+@pytest.mark.parametrize("init", ["stationary", "uniform"])
+def test_fixed_kernel_bayes_matches_enumeration_of_every_sequence(init, lags):
+    """k = 2, T = 5, P known: bayes() and lag_posterior() equal the conditionals of the exact
+    law of the full sequences x_0..x_T, mixed over the lags (float64 enumeration)."""
+    t_len = 5
+    task = LagMixtureTask(2, t_len, lags, init=init, alpha=1.0, kernel="fixed", kernel_seed=4)
+    p = np.asarray(task.fixed_kernel(), np.float64)
+    assert abs(p[0, 1] - p[1, 1]) > 0.25  # rows far apart: the lags predict differently
+    first = _stationary64(p) if init == "stationary" else np.full(2, 0.5)
+    inputs, want_pred, want_post = _fixed_lag_enumeration(p, first, lags, t_len)
+    assert np.ptp(want_post[:, -1, 0]) > 0.5  # the prefixes move the posterior over lags
+    got_pred = np.asarray(task.bayes(jnp.asarray(inputs)), np.float64)
+    got_post = np.asarray(task.lag_posterior(jnp.asarray(inputs)), np.float64)
+    # float32 against float64: every quantity is a ratio of products of <= T + 1 float32 factors
+    # in [min P, 1] (each rounded by <= ε32/2 relative, P itself exact), so its relative error is
+    # below (T + 2)·ε32 to first order; we allow twice that, absolute, on probabilities <= 1
+    tol = 2 * (t_len + 2) * np.finfo(np.float32).eps
+    np.testing.assert_allclose(got_pred, want_pred, rtol=0, atol=tol)
+    np.testing.assert_allclose(got_post, want_post, rtol=0, atol=tol)
+    # the known-kernel predictives: P[x_{t+1−ℓ}] from t = ℓ − 1 on, the initial law before
+    per_lag = np.asarray(task.lag_predictives(jnp.asarray(inputs)))
+    for j, lag in enumerate(lags):
+        for t in range(t_len):
+            want = p[inputs[:, t + 1 - lag]] if t + 1 >= lag else np.broadcast_to(first, (len(inputs), 2))
+            np.testing.assert_allclose(per_lag[:, t, j], want, rtol=0, atol=tol)
+
+
+def test_fixed_kernel_is_drawn_from_kernel_seed_and_shared_by_every_sequence():
+    """Every sequence of every batch is drawn from the one documented kernel; the lags are still
+    drawn per sequence (the same lags as kernel="per_sequence" for the same key)."""
+    k, t_len, n = 3, 24, 2000
+    task = LagMixtureTask(k, t_len, (1, 2, 3), alpha=1.0, kernel="fixed", kernel_seed=11)
+    p = np.asarray(task.fixed_kernel())
+    np.testing.assert_array_equal(p, sample_dirichlet(jax.random.key(11), 1.0, (k,), k))
+    np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-6)
+    assert not np.allclose(p, task.replace(kernel_seed=12).fixed_kernel())  # the seed picks the kernel
+    per_sequence = task.replace(kernel="per_sequence")
+    first = np.asarray(task.initial_law(jnp.asarray(p)))
+    np.testing.assert_allclose(first @ p, first, atol=1e-6)  # stationary
+    counts = []
+    for key in (jax.random.key(20), jax.random.key(21)):
+        k_kern, _ = jax.random.split(key)  # the halves sample_sequences uses
+        kernels = task.sample_kernels(k_kern, n)
+        assert kernels["P"].shape == (n, k, k)
+        np.testing.assert_array_equal(kernels["P"], np.broadcast_to(p, (n, k, k)))
+        lag_index = np.asarray(kernels["lag_index"])
+        np.testing.assert_array_equal(lag_index, per_sequence.sample_kernels(k_kern, n)["lag_index"])
+        seqs = task.sample_sequences(key, n)
+        x = np.concatenate([np.asarray(seqs.tokens_BxT), np.asarray(seqs.labels_BxT)[:, -1:]], axis=1)
+        law = np.asarray(seqs.label_probs_BxTxS)
+        ell = np.asarray(task.lags)[lag_index]
+        # the law of x_{t+1}: P[x_{t+1−ℓ}] at the true lag, the initial law before
+        ctx = np.where(np.arange(t_len)[None] >= ell[:, None] - 1,
+                       x[np.arange(n)[:, None], np.maximum(np.arange(t_len)[None] + 1 - ell[:, None], 0)], -1)
+        want = np.where((ctx >= 0)[..., None], p[np.maximum(ctx, 0)], first)
+        np.testing.assert_allclose(law, want, rtol=1e-6)
+        # the transitions x_{i−ℓ} → x_i at each sequence's true lag, pooled over the batch
+        c = np.zeros((k, k))
+        for lag in task.lags:
+            rows = x[ell == lag]
+            np.add.at(c, (rows[:, :-lag].ravel(), rows[:, lag:].ravel()), 1)
+        counts.append(c)
+    for c in counts:
+        # given the number N_a of transitions out of a, the successive draws from row a are i.i.d.
+        # P[a] (each transition's law is P[a] whatever came before), so each frequency has
+        # standard error sqrt(P(1 − P) / N_a); we allow Z of them
+        n_a = c.sum(1, keepdims=True)
+        se = np.sqrt(p * (1 - p) / n_a)
+        assert np.all(np.abs(c / n_a - p) < Z * se), np.abs(c / n_a - p) / se
+        # and the check has power: the pooled frequencies of per-sequence kernels would be near the
+        # prior mean 1/k, which this P is many standard errors away from
+        assert np.max(np.abs(p - 1 / k) / se) > 4 * Z
+
+
+def test_lag_task_default_kernel_is_per_sequence_as_before():
+    """``LagMixtureTask(3, 10)`` keeps the per-sequence kernels: a step-by-step reference of that
+    path (P ~ Dirichlet(α) rows per sequence from the kernel key's first half, the lag index from
+    its second, inverse-CDF draws from the token uniforms) gives its tokens and soft labels."""
+    task = LagMixtureTask(3, 10)
+    assert (task.kernel, task.kernel_seed) == ("per_sequence", 0)
+    assert task == LagMixtureTask(3, 10, kernel="per_sequence")
+    with pytest.raises(ValueError, match="kernel='fixed'"):
+        task.fixed_kernel()
+    key, n = jax.random.key(5), 64
+    k_kern, k_tok = jax.random.split(key)
+    k_pi, k_lag = jax.random.split(k_kern)
+    pi = np.asarray(sample_dirichlet(k_pi, 1.0, (n, 3), 3))
+    lag_index = np.asarray(jax.random.randint(k_lag, (n,), 0, 3))
+    mu = np.asarray(stationary_distribution(jnp.asarray(pi)))
+    u = np.asarray(token_uniforms(k_tok, 11, n))
+    seqs = task.sample_sequences(key, n)
+    tokens, law = np.asarray(seqs.tokens_BxT), np.asarray(seqs.label_probs_BxTxS)
+    assert not np.allclose(pi[0], pi[1])  # a kernel per sequence
+    checked = 0
+    for b in range(n):
+        lag, draw, x, rows = task.lags[lag_index[b]], _Draw(u[:, b]), [], []
+        for i in range(11):
+            rows.append(mu[b] if i < lag else pi[b, x[i - lag]])
+            x.append(draw(i, rows[-1]))
+        if draw.ambiguous:
+            continue
+        checked += 1
+        np.testing.assert_array_equal(tokens[b], x[:-1])
+        np.testing.assert_array_equal(np.asarray(seqs.labels_BxT)[b], x[1:])
+        np.testing.assert_allclose(law[b], np.stack(rows[1:]), rtol=1e-6)
+    assert checked > n // 2
+    # and its Bayes predictor is still the mixture of the Dirichlet posterior predictives
+    post = np.asarray(task.lag_posterior(seqs.tokens_BxT))
+    preds = np.stack([np.asarray(lag_strategy(seqs.tokens_BxT, 3, lag, 1.0)) for lag in task.lags], axis=-2)
+    np.testing.assert_allclose(np.asarray(task.bayes(seqs.tokens_BxT)), np.sum(post[..., None] * preds, -2),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("kw,match", [({"kernel": "shared"}, r"kernel must be one of \('per_sequence', 'fixed'\)"),
+                                      ({"kernel": None}, "kernel must be one of"),
+                                      ({"kernel_seed": -1}, r"kernel_seed must be an integer in \[0, 2\*\*32"),
+                                      ({"kernel_seed": 2**32}, "kernel_seed must be an integer"),
+                                      ({"kernel_seed": 1.0}, "kernel_seed must be an integer"),
+                                      ({"kernel_seed": True}, "kernel_seed must be an integer"),
+                                      ({"kernel_seed": "0"}, "kernel_seed must be an integer")])
+def test_lag_task_rejects_bad_kernel_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        LagMixtureTask(**({"vocab_size": 3, "seq_len": 10, "kernel": "fixed"} | kw))
 
 
 # ------------------------------------------------------------------ variable-order chains (Zhou et al.)

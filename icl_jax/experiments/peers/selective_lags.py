@@ -7,7 +7,11 @@ induction head. Its loss approaches the Bayes mixture over lags
 The data is :class:`~icl_jax.tasks.lags.LagMixtureTask`, the spec's reading of the paper (marked
 there as an unverified recollection): Dirichlet(α) rows of P drawn per sequence, stationary start.
 The paper's abstract speaks of varying the lag "while keeping the transition probabilities
-fixed"; here P is drawn per sequence as well, so the model must also estimate P in context.
+fixed"; by default (``kernel="per_sequence"``) P is drawn per sequence as well, so the model must
+also estimate P in context. ``kernel="fixed"`` tests the abstract's reading: one P, drawn from
+``kernel_seed`` (:meth:`~icl_jax.tasks.lags.LagMixtureTask.fixed_kernel`; not the runs' seeds),
+is shared by every training and test sequence, so the model can learn it in its weights and only
+the lag is inferred in context.
 
 Model: the project's reading of the paper's 3-layer construction (not checked against the
 paper): layer 1 has one head per candidate lag, each reading x_{t−ℓ} into position t (the
@@ -25,22 +29,45 @@ Recorded over training, on one held-out set whose kernels are drawn here from th
 each sequence's lag is known; the lags are assigned in turn, so every lag has ⌊n/|lags|⌋ or more
 test sequences):
 
-- the per-position test loss, against the Bayes mixture over lags, the lag-known oracle
-  (:func:`~icl_jax.tasks.strategies.lag_strategy` at each sequence's true lag, β = α), the
-  non-selective equal-weight mean of every lag's predictor (what a head that copies from every
-  lag's matching keys without choosing approaches) and the single-lag-1 in-context bigram;
+- the per-position test loss, against four references (:func:`_references`; p_ℓ is the lag-ℓ
+  predictive of :meth:`~icl_jax.tasks.lags.LagMixtureTask.lag_predictives`):
+
+  - "Bayes mixture over lags": :meth:`~icl_jax.tasks.lags.LagMixtureTask.bayes`, Σ_ℓ
+    P(ℓ | x_0..x_t) p_ℓ. Per-sequence P: the mixture of Dirichlet posterior predictives (exact
+    for a uniform start, ignores the stationary start's information about P). Fixed P: the exact
+    posterior predictive with P known.
+  - "lag-known oracle": p_ℓ at each sequence's true lag. Per-sequence P:
+    :func:`~icl_jax.tasks.strategies.lag_strategy` (β = α), the lag known but P estimated in
+    context. Fixed P: P[x_{t+1−ℓ}] (the initial law before position ℓ − 1), the law the token
+    was drawn from.
+  - "non-selective: mean over lags": the equal-weight mean of the p_ℓ over the candidate lags
+    (what a head that copies from every lag's matching keys, or reads every lag's parent,
+    without choosing approaches); per-sequence: in-context lag bigrams, fixed: P's rows.
+  - "lag-1 bigram": p_1, the in-context bigram (per-sequence P) or P[x_t] (fixed P);
 - for every layer-1 head, :func:`~icl_jax.analysis.progress.lag_attention` at each candidate lag
   (which head reads which lag);
 - the selection matrix: for the last layer (attention averaged over its heads),
   :func:`~icl_jax.analysis.progress.lag_match_attention` at each candidate lag ℓ', averaged over
   the test sequences of each true lag ℓ: ``[true ℓ, candidate ℓ']``. A selective head is
   diagonal-dominant; per sequence, "argmax over ℓ' == ℓ" is the lag-selection accuracy.
+
+On the final parameters (each seed's; not recorded over training, so the recorded layout, and the
+checkpoints of runs written before it existed, are unchanged), for either kernel:
+
+- the parent-selection matrix: the last layer's attention (heads' mean) from row t to the lag-ℓ'
+  parent x_{t+1−ℓ'} of the token it predicts, :func:`~icl_jax.analysis.progress.parent_attention`
+  at each candidate ℓ' (rows t >= ℓ' − 1), averaged over the test sequences of each true lag ℓ:
+  ``[true ℓ, candidate ℓ']``, and its per-sequence argmax accuracy. With P known a model can
+  select the lag by reading the parent and P's row from its weights, without matching keys. At
+  ℓ' = 1 the parent is the query's own token, which the residual stream already holds, so a
+  lag-1 choice need not show as attention.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -48,13 +75,12 @@ import numpy as np
 
 from icl_jax import engine
 from icl_jax.analysis.plots import plot_heatmaps, plot_lines
-from icl_jax.analysis.progress import lag_attention, lag_match_attention, per_position_nll
+from icl_jax.analysis.progress import lag_attention, lag_match_attention, parent_attention, per_position_nll
 from icl_jax.experiments.common import _check_record_every, _mean_sd, _per_seed, _seeds, _test_key
 from icl_jax.experiments.config import ExperimentConfig, option
 from icl_jax.experiments.registry import Experiment, RunContext, Setup, register
 from icl_jax.models.transformer import Transformer
-from icl_jax.tasks.lags import LagMixtureTask
-from icl_jax.tasks.strategies import lag_strategy
+from icl_jax.tasks.lags import MAX_KERNEL_SEED, LagMixtureTask
 
 __all__ = ["SelectiveLagsConfig"]
 
@@ -73,6 +99,11 @@ class SelectiveLagsConfig(ExperimentConfig):
     seq_len: int = option(128, "T, tokens per sequence (loss at every position); > max(lags)", min=3)
     lags: tuple[int, ...] = option((1, 2, 3), "candidate lags ℓ (distinct), one drawn uniformly per sequence", min=1)
     alpha: float = option(1.0, "Dirichlet concentration of P's rows", gt=0)
+    kernel: Literal["per_sequence", "fixed"] = option(
+        "per_sequence", "P drawn per sequence (the spec's reading) or fixed: one P shared by every sequence "
+        "(the abstract's 'transition probabilities fixed')", added=True)
+    kernel_seed: int = option(0, "with kernel=fixed, the seed of P: Dirichlet(α) rows from jax.random.key(kernel_seed) "
+                                 "(not the runs' seeds)", min=0, max=MAX_KERNEL_SEED, added=True)
     heads: tuple[int, ...] = option(
         (3, 1, 1), "attention heads per layer (layer 1: one per candidate lag; see the module docstring)", min=1)
     width: int = option(48, "model width d (a multiple of every layer's heads)", min=1)
@@ -93,6 +124,9 @@ class SelectiveLagsConfig(ExperimentConfig):
                              "a test sequence")
         if self.seq_len <= max(self.lags):
             raise ValueError(f"seq_len ({self.seq_len}) must be > max(lags) = {max(self.lags)}")
+        if self.kernel != "fixed" and self.kernel_seed != 0:
+            raise ValueError(f"kernel_seed ({self.kernel_seed}) applies only with kernel=fixed "
+                             f"(got kernel={self.kernel}); leave it at 0")
 
 
 OFFICIAL = SelectiveLagsConfig()
@@ -101,7 +135,8 @@ QUICK = OFFICIAL.replace(seq_len=64, width=24, steps=5000, batch_size=32, learni
 
 
 def _task(config: SelectiveLagsConfig) -> LagMixtureTask:
-    return LagMixtureTask(config.vocab_size, config.seq_len, config.lags, init="stationary", alpha=config.alpha)
+    return LagMixtureTask(config.vocab_size, config.seq_len, config.lags, init="stationary", alpha=config.alpha,
+                          kernel=config.kernel, kernel_seed=config.kernel_seed)
 
 
 def _model(config: SelectiveLagsConfig) -> Transformer:
@@ -130,16 +165,18 @@ def _test_data(task: LagMixtureTask, config: SelectiveLagsConfig):
 
 @jax.jit
 def _references(task: LagMixtureTask, test, lag_index_B) -> tuple[dict, jax.Array]:
-    """Per-position losses ``[T]`` (mean over the test sequences) of the reference predictors:
-    the Bayes mixture over lags, the lag-known oracle, the non-selective equal-weight mixture of
-    every lag's in-context predictor (a head that copies from all lags' matching keys without
-    choosing) and the lag-1 in-context bigram (all with β = α); and the fraction of sequences
-    whose Bayes posterior over lags, given the whole sequence, peaks at the true lag."""
-    k, tokens, lags = task.vocab_size, test.tokens_BxT, task.lags
-    per_lag = jnp.stack([lag_strategy(tokens, k, lag, task.alpha) for lag in lags], axis=1)  # [B, L, T, k]
-    known = jnp.take_along_axis(per_lag, lag_index_B[:, None, None, None], axis=1)[:, 0]
-    laws = dict(zip(REFERENCES, (task.bayes(tokens), known, jnp.mean(per_lag, axis=1),
-                                 per_lag[:, lags.index(1)] if 1 in lags else lag_strategy(tokens, k, 1, task.alpha))))
+    """Per-position losses ``[T]`` (mean over the test sequences) of the reference predictors,
+    from the lags' predictives p_ℓ (:meth:`~icl_jax.tasks.lags.LagMixtureTask.lag_predictives`:
+    Dirichlet posterior predictives with β = α for per-sequence P, P's rows for a fixed P; module
+    docstring): the Bayes mixture over lags Σ_ℓ P(ℓ | x_0..x_t) p_ℓ, the lag-known oracle p_ℓ at
+    the true lag, the non-selective equal-weight mean of the p_ℓ (a head that copies from all
+    lags' matching keys without choosing) and the lag-1 predictor p_1; and the fraction of
+    sequences whose Bayes posterior over lags, given the whole sequence, peaks at the true lag."""
+    tokens, lags = test.tokens_BxT, task.lags
+    per_lag = task.lag_predictives(tokens)  # [B, T, L, k]
+    known = jnp.take_along_axis(per_lag, lag_index_B[:, None, None, None], axis=2)[:, :, 0]
+    lag1 = per_lag[:, :, lags.index(1)] if 1 in lags else task.lag_predictives(tokens, (1,))[:, :, 0]
+    laws = dict(zip(REFERENCES, (task.bayes(tokens), known, jnp.mean(per_lag, axis=2), lag1)))
     losses = {name: jnp.mean(per_position_nll(p, test.labels_BxT), axis=0) for name, p in laws.items()}
     posterior = task.lag_posterior(tokens)[:, -1]  # P(ℓ | the whole test sequence)
     return losses, jnp.mean(jnp.argmax(posterior, axis=-1) == lag_index_B)
@@ -171,6 +208,26 @@ def _recorder(model: Transformer, test, lag_index_B, lags: tuple[int, ...]):
     return record
 
 
+def _parent_selection(model: Transformer, test, lag_index_B, lags: tuple[int, ...]):
+    """``measure(params_SxP)`` for parameters with a leading seed axis: per seed, the last
+    layer's parent-selection matrix ``[true ℓ, candidate ℓ']``, the mean over the test sequences
+    of true lag ℓ of :func:`~icl_jax.analysis.progress.parent_attention` at ℓ' (the heads' mean
+    map: the score is linear in the map), and its accuracy, the fraction of sequences whose
+    argmax over ℓ' is their lag (module docstring). Compiled; one seed at a time."""
+    tokens = test.tokens_BxT
+    onehot_BxL = jax.nn.one_hot(lag_index_B, len(lags), dtype=jnp.float32)
+    count_L = jnp.sum(onehot_BxL, axis=0)
+    lags_L = jnp.asarray(lags, jnp.int32)
+
+    def one(params):
+        last = jnp.mean(model.attention(params, tokens)[-1], axis=1, keepdims=True)  # heads' mean map
+        score_BxL = jax.vmap(lambda lag: parent_attention(last, lag)[:, 0], out_axes=-1)(lags_L)
+        matrix_LxL = jnp.einsum("bi,bj->ij", onehot_BxL, score_BxL) / count_L[:, None]
+        return matrix_LxL, jnp.mean(jnp.argmax(score_BxL, axis=-1) == lag_index_B)
+
+    return jax.jit(lambda params_SxP: jax.lax.map(one, params_SxP))
+
+
 def run_selective_lags(config: SelectiveLagsConfig, ctx: RunContext) -> dict:
     task, model = _task(config), _model(config)
     lags = config.lags
@@ -187,6 +244,8 @@ def run_selective_lags(config: SelectiveLagsConfig, ctx: RunContext) -> dict:
                        seeds=_seeds(config), metrics=_recorder(model, test, lag_index_B, lags),
                        record_every=config.record_every, **ctx.sweep_kwargs())
     m = jax.tree.map(lambda x: np.asarray(x)[0], res.metrics)
+    parent, parent_accuracy = map(np.asarray, _parent_selection(model, test, lag_index_B, lags)(
+        jax.tree.map(lambda x: x[0], res.params)))  # [seed, true, candidate], [seed]
     steps = np.asarray(res.record_steps)
     seeds = _seeds(config)
     final = m["test_loss"][:, -1]
@@ -222,6 +281,8 @@ def run_selective_lags(config: SelectiveLagsConfig, ctx: RunContext) -> dict:
         [{**selection_panel, "matrix": selection.mean(0),
           "title": f"last layer: attention on lag-ℓ' matching keys (mean of {config.seeds} seeds)"},
          *last_heads,
+         {**selection_panel, "matrix": parent.mean(0),
+          "title": f"last layer: attention on the lag-ℓ' parent x(t+1−ℓ') (mean of {config.seeds} seeds)"},
          *[{"matrix": m["layer1_lag_attention"][j, -1], "title": f"layer 1, seed {s}: attention from t to t − ℓ",
             "vmin": 0.0, "vmax": 1.0, "xlabel": "candidate lag ℓ", "ylabel": "layer-1 head", "col_blocks": blocks}
            for j, s in enumerate(seeds)]],
@@ -231,6 +292,7 @@ def run_selective_lags(config: SelectiveLagsConfig, ctx: RunContext) -> dict:
     return {
         "seeds": seeds,
         "lags": list(lags),
+        **({"fixed_kernel": np.asarray(task.fixed_kernel()).tolist()} if config.kernel == "fixed" else {}),
         "reference_loss": refs,
         "bayes_lag_accuracy": float(bayes_accuracy),
         "test_lags_per_lag": np.bincount(np.asarray(lag_index_B), minlength=len(lags)).tolist(),
@@ -242,6 +304,9 @@ def run_selective_lags(config: SelectiveLagsConfig, ctx: RunContext) -> dict:
                                   "mean": per_head.tolist()},
         "final_selection_diagonal": _per_seed(diagonal[:, -1]),
         "final_lag_accuracy": _per_seed(m["lag_accuracy"][:, -1]),
+        "final_parent_selection": {"rows": "true lag", "columns": "candidate lag", "labels": lag_names,
+                                   "mean": parent.mean(0).tolist(), "per_seed": parent.tolist()},
+        "final_parent_accuracy": _per_seed(parent_accuracy),
         "final_layer1_lag_attention": {"rows": "layer-1 head", "columns": "candidate lag",
                                        "per_seed": m["layer1_lag_attention"][:, -1].tolist()},
         "trajectory": {"steps": steps.tolist(), "test_loss": m["test_loss"].mean(0).tolist(),
@@ -251,20 +316,31 @@ def run_selective_lags(config: SelectiveLagsConfig, ctx: RunContext) -> dict:
     }
 
 
+def _diagonal_off(matrix) -> str:
+    """"diagonal / off-diagonal" means of a square matrix, 3 decimals."""
+    a = np.asarray(matrix)
+    return f"{np.trace(a) / len(a):.3f} / {(a.sum() - np.trace(a)) / max(a.size - len(a), 1):.3f}"
+
+
 def _summary(m: dict) -> list:
     f = _mean_sd
     r = m["reference_loss"]
-    sel = np.asarray(m["final_selection"]["mean"])
+    # runs written before the parent-selection measure existed have no such entry
+    parent = [] if "final_parent_selection" not in m else [
+        ("parent selection (attention on x_{t+1−ℓ'}) diagonal / off-diagonal (mean)",
+         _diagonal_off(m["final_parent_selection"]["mean"])),
+        ("parent-selection accuracy (model)", f(m["final_parent_accuracy"])),
+    ]
     return [
         ("loss of the Bayes mixture / lag-known oracle / non-selective mean over lags / lag-1 bigram",
          f"{r['Bayes mixture over lags']:.4f} / {r['lag-known oracle']:.4f} / "
          f"{r['non-selective: mean over lags']:.4f} / {r['lag-1 bigram']:.4f}"),
         ("final test loss", f"{f(m['final_test_loss'])} ({len(m['seeds'])} seeds)"),
         ("gap to the Bayes mixture", f(m["gap_to_bayes"])),
-        ("selection matrix diagonal / off-diagonal (mean)",
-         f"{np.trace(sel) / len(sel):.3f} / {(sel.sum() - np.trace(sel)) / max(sel.size - len(sel), 1):.3f}"),
+        ("selection matrix diagonal / off-diagonal (mean)", _diagonal_off(m["final_selection"]["mean"])),
         ("lag-selection accuracy (model; Bayes posterior at the last token)",
          f"{f(m['final_lag_accuracy'])}; {m['bayes_lag_accuracy']:.3f}"),
+        *parent,
         ("layer-1 heads: the lag each attends to most, per seed",
          "; ".join(str([m["lags"][i] for i in np.argmax(a, axis=-1)])
                    for a in np.asarray(m["final_layer1_lag_attention"]["per_seed"]))),
