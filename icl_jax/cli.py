@@ -229,7 +229,7 @@ def cmd_animate(args) -> int:
 _REUSES = {"chen-generalization": "chen-cw-a"}
 
 
-def _reproduce_plan(out: Path, preset: str, mode: str, variants: bool = False) -> list:
+def _reproduce_plan(out: Path, preset: str, mode: str, variants: bool = False, refused: list | None = None) -> list:
     """(name, experiment, config, folder, mode) of every registered experiment (or, with
     ``variants``, of every :data:`~icl_jax.experiments.variants.VARIANTS` entry), longest first
     (:func:`~icl_jax.experiments.lanes.run_steps`), each config and output folder checked
@@ -239,7 +239,8 @@ def _reproduce_plan(out: Path, preset: str, mode: str, variants: bool = False) -
     since the folder is written by the earlier run; reproduce stops at the first failing run, so
     it never starts on an unfinished one). A run that had finished (``metrics.json``) gets mode
     "done": ``--resume`` reports it from its metrics instead of running it again (``icl-jax resume
-    DIR`` re-evaluates one)."""
+    DIR`` re-evaluates one). Given a ``refused`` list, a folder that fails its check is appended
+    to it as (name, reason) and left out of the plan instead of raising (``--summary``)."""
     from icl_jax.experiments import check_out, list_experiments
     from icl_jax.experiments.chen.generalization import training_differences
     from icl_jax.experiments.lanes import run_steps
@@ -270,7 +271,10 @@ def _reproduce_plan(out: Path, preset: str, mode: str, variants: bool = False) -
         run_mode = "new" if mode == "resume" and not (folder / "config.json").is_file() else mode
         try:
             check_out(exp, config, folder, run_mode)
-        except ValueError:
+        except ValueError as err:
+            if refused is not None:
+                refused.append((name, str(err)))
+                continue
             if mode == "new":
                 raise ValueError(f"--out {out}: {folder} already holds a run; pass --resume to continue the runs "
                                  "there or --overwrite to replace them") from None
@@ -312,13 +316,15 @@ def cmd_reproduce(args) -> int:
     if args.summary and not out.is_dir():
         raise ValueError(f"--summary: --out {out} is not a folder of runs")
     # --summary reads the runs as --resume would (settings checked), and runs none of them
-    plan = _reproduce_plan(out, preset, "resume" if args.summary else mode, variants=args.variants)
+    refused = [] if args.summary else None
+    plan = _reproduce_plan(out, preset, "resume" if args.summary else mode, variants=args.variants, refused=refused)
     done = {name: json.loads((folder / "metrics.json").read_text())
             for name, _, _, folder, run_mode in plan if run_mode == "done"}
     todo = [entry for entry in plan if entry[0] not in done]
     if args.summary:
         todo.sort(key=lambda entry: entry[0])
-        _write_summary(out, plan, done, args, [_progress_note(folder) for _, _, _, folder, _ in todo], todo)
+        _write_summary(out, plan, done, args, [_progress_note(folder) for _, _, _, folder, _ in todo], todo,
+                       refused=refused)
         return 0
     lanes = _lanes(args, max(1, len(todo)))
     what = "variants" if args.variants else "experiments"
@@ -345,21 +351,24 @@ def cmd_reproduce(args) -> int:
 def _progress_note(folder: Path) -> str:
     """How far an unfinished run in ``folder`` got: the step of each checkpoint under ``run/``
     (an experiment that trains several models keeps one per model), or not started."""
+    from icl_jax.engine.checkpoint import read_meta
+
     notes = []
     for ckpt in sorted((folder / "run").rglob("checkpoint.npz")):
-        with np.load(ckpt) as data:
-            meta = json.loads(str(data["__meta__"]))
+        meta = read_meta(ckpt)
         where = ckpt.parent.relative_to(folder).as_posix()
-        notes.append(f"{where}/ at step {meta['step']:,} ({meta.get('train_seconds', 0.0):,.0f} s of training)")
+        seconds = meta.get("train_seconds")  # absent in checkpoints written before it was recorded
+        notes.append(f"{where}/ at step {meta['step']:,}" + (f" ({seconds:,.0f} s of training)" if seconds else ""))
     if notes:
         return "checkpoints: " + "; ".join(notes)
     return "started, no checkpoint yet" if (folder / "config.json").is_file() else "not started"
 
 
 def _write_summary(out: Path, plan: list, results: dict, args, pending_notes: list, pending: list, *,
-                   lanes: int = 0, seconds: float = 0.0, ran: list = ()) -> None:
+                   lanes: int = 0, seconds: float = 0.0, ran: list = (), refused: list = ()) -> None:
     """``out/summary.md``: every finished run's summary rows (by name), its wall time, and a
-    line on each run not finished (``pending`` with ``pending_notes``: only with --summary)."""
+    line on each run not finished (``pending`` with ``pending_notes``) and on each folder whose
+    run does not match the preset (``refused``: (name, reason)); both only with --summary."""
     what = "variants" if args.variants else "experiments"
     done_before = {name for name, *_, run_mode in plan if run_mode == "done"}
     title = "# icl-jax reproduce " + ("--quick" if args.quick else "--full") + (" --variants" if args.variants else "")
@@ -394,6 +403,9 @@ def _write_summary(out: Path, plan: list, results: dict, args, pending_notes: li
     if pending:
         lines += ["", f"Not finished ({len(pending)}; `reproduce --resume` continues them):", ""]
         lines += [f"- {entry[0]}: {note}" for entry, note in zip(pending, pending_notes)]
+    if refused:
+        lines += ["", f"Not reported ({len(refused)}; the folder does not hold a run of the current preset):", ""]
+        lines += [f"- {name}: {reason}" for name, reason in sorted(refused)]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print(f"[reproduce] wrote {out / 'summary.md'}", file=sys.stderr)
 

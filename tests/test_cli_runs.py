@@ -187,6 +187,7 @@ def test_reproduce_summary_reports_the_finished_runs_lists_the_others_and_trains
     from pathlib import Path
 
     from icl_jax.experiments import list_experiments
+    from icl_jax.experiments.variants import VARIANTS, get_variant
 
     figures = Path(__file__).resolve().parents[1] / "figures"
     names = [exp.name for exp in list_experiments()]
@@ -194,10 +195,13 @@ def test_reproduce_summary_reports_the_finished_runs_lists_the_others_and_trains
         (tmp_path / name).mkdir()
         for f in ("config.json", "metrics.json"):
             shutil.copy(figures / name / f, tmp_path / name / f)
-    unfinished, missing = NAME, names[-1]
-    assert missing != unfinished
+    unfinished, missing, stale = NAME, names[-1], names[-2]
+    assert len({unfinished, missing, stale}) == 3
     (tmp_path / unfinished / "metrics.json").unlink()
     shutil.rmtree(tmp_path / missing)
+    record = json.loads((tmp_path / stale / "config.json").read_text())
+    record["config"]["seeds"] += 1  # a run of other settings than the preset's: refused, by name
+    (tmp_path / stale / "config.json").write_text(json.dumps(record))
     # a checkpoint's meta is all the note reads
     (tmp_path / unfinished / "run").mkdir()
     np.savez(tmp_path / unfinished / "run" / "checkpoint.npz",
@@ -209,14 +213,27 @@ def test_reproduce_summary_reports_the_finished_runs_lists_the_others_and_trains
     assert after == sorted([*before, Path("summary.md")])
     text = (tmp_path / "summary.md").read_text()
     committed = (figures / "summary.md").read_text().splitlines()
-    finished = [n for n in names if n not in (unfinished, missing)]
+    finished = [n for n in names if n not in (unfinished, missing, stale)]
     for name in finished:
         rows = [line for line in committed if line.startswith(f"| {name} |")]
         assert rows and all(row in text for row in rows), name
-    assert f"| {unfinished} |" not in text and f"| {missing} |" not in text
+    assert all(f"| {name} |" not in text for name in (unfinished, missing, stale))
     assert f"- {unfinished}: checkpoints: run/ at step 1,234 (56 s of training)" in text
     assert f"- {missing}: not started" in text
+    assert f"- {stale}: resume: the configuration differs from the run stored in" in text
+    assert "seeds: stored" in text.split(f"- {stale}:")[1]
     assert f"{len(finished)} had finished before this call" in text
+
+    # the variants' folder: the committed quick variant reported, the others not started
+    variants = tmp_path / "variants"
+    shutil.copytree(figures / "variants", variants, ignore=shutil.ignore_patterns("run", "*.png"))
+    assert main(["reproduce", "--quick", "--variants", "--summary", "--out", str(variants)]) == 0
+    text = (variants / "summary.md").read_text()
+    done = sorted(p.parent.name for p in variants.glob("*/metrics.json"))
+    assert done and f"{len(done)} had finished before this call" in text
+    for name in done:
+        assert f"| {name} | wall time (s) |" in text and f"| {name} | {get_variant(name).experiment} |" in text
+    assert text.count(": not started") == len(VARIANTS) - len(done)
 
     # it trains nothing, so it takes neither --resume nor --overwrite, and needs a folder of runs
     for extra, match in ((["--resume"], "excludes --resume"), (["--overwrite"], "excludes --resume"),
@@ -224,7 +241,8 @@ def test_reproduce_summary_reports_the_finished_runs_lists_the_others_and_trains
         with pytest.raises(SystemExit):
             main(["reproduce", "--quick", "--summary", "--out", str(tmp_path), *extra])
         assert match in capsys.readouterr().err
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == after
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if variants not in p.parents
+                  and p != variants) == after
 
 
 def test_reproduce_evaluates_the_cw_a_run_in_generalization_instead_of_training_it_again(tmp_path, monkeypatch):

@@ -41,13 +41,13 @@ def _check_lags(lag) -> None:
         raise ValueError(f"lag must be an integer >= 1 (or one per sequence; got {lag!r})")
 
 
-def _offset_attention(attn: jax.Array, offset_B: jax.Array) -> jax.Array:
-    """Mean over rows t >= d of attn[t, t − d], per head: ``[B, H]`` (d = ``offset_B``, one per
-    sequence, >= 0; a sequence with no such row scores 0)."""
+def _offset_attention(attn: jax.Array, offset_B: jax.Array, first_row: int = 0) -> jax.Array:
+    """Mean over rows t >= max(d, first_row) of attn[t, t − d], per head: ``[B, H]`` (d =
+    ``offset_B``, one per sequence, >= 0; a sequence with no such row scores 0)."""
     b, _, t, _ = attn.shape
     pos_T = jnp.arange(t)
     key_BxT = pos_T[None, :] - offset_B[:, None]
-    valid_BxT = key_BxT >= 0
+    valid_BxT = (key_BxT >= 0) & (pos_T >= first_row)[None, :]
     on_BxHxT = jnp.take_along_axis(attn, jnp.maximum(key_BxT, 0)[:, None, :, None], axis=-1)[..., 0]
     count_B = jnp.maximum(jnp.sum(valid_BxT, axis=-1), 1)
     return jnp.sum(jnp.where(valid_BxT[:, None], on_BxHxT, 0.0), axis=-1) / count_B[:, None]
@@ -62,22 +62,28 @@ def lag_attention(attn_BxHxTxT: jax.Array, lag) -> jax.Array:
     return _offset_attention(attn, jnp.broadcast_to(jnp.asarray(lag, jnp.int32), (attn.shape[0],)))
 
 
-def parent_attention(attn_BxHxTxT: jax.Array, lag) -> jax.Array:
+def parent_attention(attn_BxHxTxT: jax.Array, lag, first_row: int = 0) -> jax.Array:
     """Mean attention from row t to the lag-ℓ parent of the token it predicts, per head:
     ``[B, H]`` (docs/peer-tasks.md#interleaved-lags).
 
     Row t predicts x_{t+1}, which lag ℓ draws given x_{t+1−ℓ}; the score of a sequence is
 
-        mean over rows t >= ℓ − 1 of  attn[t, t + 1 − ℓ],
+        mean over rows t >= max(ℓ − 1, first_row) of  attn[t, t + 1 − ℓ],
 
     i.e. :func:`lag_attention` at offset ℓ − 1 (at ℓ = 1 the parent is x_t itself, the query's
     own position). With a known kernel P a head that attends to that parent and reads P's row
     predicts x_{t+1} without copying from matching keys. ``lag`` is an int or a per-sequence
     ``[B]`` array; evaluated at every candidate ℓ' and split by each sequence's true lag it gives
-    the [true lag × candidate lag] parent-selection matrix."""
+    the [true lag × candidate lag] parent-selection matrix. Comparing candidates, score them on
+    the same rows, ``first_row = max(lags) − 1``: a causal row t has only t + 1 keys (row 0 puts
+    all its mass on itself, the lag-1 parent), so the early rows would favour small lags."""
     attn = _check_attention(attn_BxHxTxT)
     _check_lags(lag)
-    return _offset_attention(attn, jnp.broadcast_to(jnp.asarray(lag, jnp.int32), (attn.shape[0],)) - 1)
+    t = attn.shape[-1]
+    if not isinstance(first_row, (int, np.integer)) or isinstance(first_row, bool) or not 0 <= first_row < t:
+        raise ValueError(f"first_row must be an integer in [0, T − 1] = [0, {t - 1}] (got {first_row!r})")
+    return _offset_attention(attn, jnp.broadcast_to(jnp.asarray(lag, jnp.int32), (attn.shape[0],)) - 1,
+                             int(first_row))
 
 
 def lag_match_attention(attn_BxHxTxT: jax.Array, tokens_BxT: jax.Array, lag, rows_BxT=None) -> jax.Array:

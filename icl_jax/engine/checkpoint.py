@@ -66,6 +66,13 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Ma
         raise
 
 
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The meta of a file written by `save_npz` (step, train_seconds, fingerprint, ...), without
+    reading its arrays."""
+    with np.load(os.fspath(path), allow_pickle=False) as f:
+        return json.loads(str(f["__meta__"]))
+
+
 def load_checkpoint(path: str | os.PathLike | BinaryIO) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a file written by `save_npz` (a path, or its bytes as a binary file object): (arrays, meta)."""
     with np.load(path if hasattr(path, "read") else os.fspath(path), allow_pickle=False) as f:

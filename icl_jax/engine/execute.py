@@ -395,7 +395,8 @@ def execute(
     if layout.distributed:  # every process returns the whole result, on its own default device
         state = jax.tree.map(jnp.asarray, to_host(state, layout))
     loss_all = np.concatenate(losses, axis=-1)
-    # a call that trained nothing (a finished run resumed to re-evaluate it) adds no time
+    # a call that trained nothing (a finished run resumed to re-evaluate it) reports the
+    # checkpoint's training time: that of the calls that trained, up to their last save
     seconds = earlier_seconds + (time.perf_counter() - t0 if trained else 0.0)
     return state, loss_all, _concat_records(records, axis), seconds
 

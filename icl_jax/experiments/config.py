@@ -114,17 +114,23 @@ def _coerce(name: str, value, tp):
     return tuple(_coerce_scalar(f"{name}[{i}]", v, elem) for i, v in enumerate(value))
 
 
+def _bound(x) -> str:
+    """A bound as messages print it: an integral one exactly (2**32 − 1 is 4294967295, not
+    4.29497e+09), a fractional one %g."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def _check_bounds(name: str, value, meta: Mapping) -> None:
     values = value if isinstance(value, tuple) else (value,)
     for v in values:
         if isinstance(v, (bool, str)):
             continue
         if meta["min"] is not None and v < meta["min"]:
-            raise ValueError(f"{name}: must be >= {meta['min']:g} (got {v!r})")
+            raise ValueError(f"{name}: must be >= {_bound(meta['min'])} (got {v!r})")
         if meta["gt"] is not None and not v > meta["gt"]:
-            raise ValueError(f"{name}: must be > {meta['gt']:g} (got {v!r})")
+            raise ValueError(f"{name}: must be > {_bound(meta['gt'])} (got {v!r})")
         if meta["max"] is not None and v > meta["max"]:
-            raise ValueError(f"{name}: must be <= {meta['max']:g} (got {v!r})")
+            raise ValueError(f"{name}: must be <= {_bound(meta['max'])} (got {v!r})")
 
 
 _POWER = re.compile(r"^\s*(\d+)\s*\*\*\s*(\d+)\s*$")
@@ -262,11 +268,11 @@ class ExperimentConfig:
             m = f.metadata
             bounds = []
             if m["min"] is not None:
-                bounds.append(f">= {m['min']:g}")
+                bounds.append(f">= {_bound(m['min'])}")
             if m["gt"] is not None:
-                bounds.append(f"> {m['gt']:g}")
+                bounds.append(f"> {_bound(m['gt'])}")
             if m["max"] is not None:
-                bounds.append(f"<= {m['max']:g}")
+                bounds.append(f"<= {_bound(m['max'])}")
             rows.append({"key": f.name, "type": _describe_type(hints[f.name]) + (" " + ", ".join(bounds) if bounds else ""),
                          "help": m["help"]})
         return rows

@@ -149,8 +149,7 @@ class LagMixtureTask(_TaskBase):
 
     def row_table(self, kernels: dict) -> jax.Array:
         pi = kernels["P"]
-        first = stationary_distribution(pi) if self.init == "stationary" else jnp.full(pi.shape[:-1], 1.0 / pi.shape[-1])
-        return jnp.concatenate([pi, first[:, None, :]], axis=1)
+        return jnp.concatenate([pi, self.initial_law(pi)[:, None, :]], axis=1)
 
     def _all_lags(self, key, kernels):
         """Tokens and node rows under every lag (the same uniforms), selected per sequence."""

@@ -140,10 +140,20 @@ def test_parent_attention_is_attention_on_the_lag_parent_of_the_predicted_token(
     np.testing.assert_allclose(per_seq, [[1.0, 1 / t], [0.0, 1.0]], atol=1e-7)
     traced = jax.jit(parent_attention)(jnp.concatenate([heads, heads]), jnp.asarray([1, 2]))
     np.testing.assert_allclose(np.asarray(traced), per_seq, atol=1e-7)
+    # on common rows (first_row): the head on the query loses nothing, the t − 1 head's row 0
+    # (all its mass on itself, the lag-1 parent) no longer counts
+    np.testing.assert_allclose(np.asarray(parent_attention(heads, 1, first_row=2)), [[1.0, 0.0]], atol=1e-7)
+    for lag in (1, 2, 3):
+        want = np.stack([[np.mean([maps[b, h, i, i + 1 - lag] for i in range(max(lag - 1, 4), t)]) for h in range(3)]
+                         for b in range(2)])
+        np.testing.assert_allclose(np.asarray(parent_attention(jnp.asarray(maps), lag, first_row=4)), want, rtol=1e-6)
     with pytest.raises(ValueError, match="lag must be an integer >= 1"):
         parent_attention(heads, 0)
     with pytest.raises(ValueError, match="attn_BxHxTxT must have shape"):
         parent_attention(heads[0], 1)
+    for bad in (-1, t, 1.5):
+        with pytest.raises(ValueError, match=rf"first_row must be an integer in \[0, T − 1\] = \[0, {t - 1}\]"):
+            parent_attention(heads, 1, first_row=bad)
 
 
 def test_prefix_matching_scores_one_for_an_induction_head_and_zero_for_a_previous_token_head():

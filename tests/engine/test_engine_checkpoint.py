@@ -97,7 +97,7 @@ def test_bfloat16_run_resumes(tmp_path):
 def test_a_resumed_run_reports_the_training_time_of_every_call(toy, fixed, tmp_path):
     """A run trained across sessions reports its whole training-loop time: the checkpoint keeps
     the time of the calls that wrote it, a resume that trains adds its own, and a resume of a
-    finished run (a re-evaluation) adds nothing."""
+    finished run (a re-evaluation) reports the checkpoint's time, adding nothing."""
     from icl_jax.engine import checkpoint as ckpt
 
     stages = [E.Stage(4, learning_rate=0.1)]

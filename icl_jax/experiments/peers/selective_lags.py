@@ -56,8 +56,10 @@ checkpoints of runs written before it existed, are unchanged), for either kernel
 
 - the parent-selection matrix: the last layer's attention (heads' mean) from row t to the lag-ℓ'
   parent x_{t+1−ℓ'} of the token it predicts, :func:`~icl_jax.analysis.progress.parent_attention`
-  at each candidate ℓ' (rows t >= ℓ' − 1), averaged over the test sequences of each true lag ℓ:
-  ``[true ℓ, candidate ℓ']``, and its per-sequence argmax accuracy. With P known a model can
+  at each candidate ℓ' on the rows t >= max(lags) − 1 (the same for every candidate: early
+  causal rows have few keys and would favour small lags), averaged over the test sequences of
+  each true lag ℓ: ``[true ℓ, candidate ℓ']``, and its per-sequence argmax accuracy, overall
+  and by true lag. With P known a model can
   select the lag by reading the parent and P's row from its weights, without matching keys. At
   ℓ' = 1 the parent is the query's own token, which the residual stream already holds, so a
   lag-1 choice need not show as attention.
@@ -212,18 +214,22 @@ def _parent_selection(model: Transformer, test, lag_index_B, lags: tuple[int, ..
     """``measure(params_SxP)`` for parameters with a leading seed axis: per seed, the last
     layer's parent-selection matrix ``[true ℓ, candidate ℓ']``, the mean over the test sequences
     of true lag ℓ of :func:`~icl_jax.analysis.progress.parent_attention` at ℓ' (the heads' mean
-    map: the score is linear in the map), and its accuracy, the fraction of sequences whose
-    argmax over ℓ' is their lag (module docstring). Compiled; one seed at a time."""
+    map: the score is linear in the map), every candidate scored on the same rows t >= max(lags)
+    − 1; its accuracy, the fraction of sequences whose argmax over ℓ' is their lag; and that
+    accuracy among the sequences of each true lag ``[L]`` (module docstring). Compiled; one seed
+    at a time."""
     tokens = test.tokens_BxT
     onehot_BxL = jax.nn.one_hot(lag_index_B, len(lags), dtype=jnp.float32)
     count_L = jnp.sum(onehot_BxL, axis=0)
     lags_L = jnp.asarray(lags, jnp.int32)
+    first_row = max(lags) - 1  # common rows: early causal rows have few keys and favour small lags
 
     def one(params):
         last = jnp.mean(model.attention(params, tokens)[-1], axis=1, keepdims=True)  # heads' mean map
-        score_BxL = jax.vmap(lambda lag: parent_attention(last, lag)[:, 0], out_axes=-1)(lags_L)
+        score_BxL = jax.vmap(lambda lag: parent_attention(last, lag, first_row)[:, 0], out_axes=-1)(lags_L)
         matrix_LxL = jnp.einsum("bi,bj->ij", onehot_BxL, score_BxL) / count_L[:, None]
-        return matrix_LxL, jnp.mean(jnp.argmax(score_BxL, axis=-1) == lag_index_B)
+        correct_B = (jnp.argmax(score_BxL, axis=-1) == lag_index_B).astype(jnp.float32)
+        return matrix_LxL, jnp.mean(correct_B), correct_B @ onehot_BxL / count_L
 
     return jax.jit(lambda params_SxP: jax.lax.map(one, params_SxP))
 
@@ -244,8 +250,8 @@ def run_selective_lags(config: SelectiveLagsConfig, ctx: RunContext) -> dict:
                        seeds=_seeds(config), metrics=_recorder(model, test, lag_index_B, lags),
                        record_every=config.record_every, **ctx.sweep_kwargs())
     m = jax.tree.map(lambda x: np.asarray(x)[0], res.metrics)
-    parent, parent_accuracy = map(np.asarray, _parent_selection(model, test, lag_index_B, lags)(
-        jax.tree.map(lambda x: x[0], res.params)))  # [seed, true, candidate], [seed]
+    parent, parent_accuracy, parent_by_lag = map(np.asarray, _parent_selection(model, test, lag_index_B, lags)(
+        jax.tree.map(lambda x: x[0], res.params)))  # [seed, true, candidate], [seed], [seed, true]
     steps = np.asarray(res.record_steps)
     seeds = _seeds(config)
     final = m["test_loss"][:, -1]
@@ -307,6 +313,7 @@ def run_selective_lags(config: SelectiveLagsConfig, ctx: RunContext) -> dict:
         "final_parent_selection": {"rows": "true lag", "columns": "candidate lag", "labels": lag_names,
                                    "mean": parent.mean(0).tolist(), "per_seed": parent.tolist()},
         "final_parent_accuracy": _per_seed(parent_accuracy),
+        "final_parent_accuracy_by_lag": {"labels": lag_names, "per_seed": parent_by_lag.tolist()},
         "final_layer1_lag_attention": {"rows": "layer-1 head", "columns": "candidate lag",
                                        "per_seed": m["layer1_lag_attention"][:, -1].tolist()},
         "trajectory": {"steps": steps.tolist(), "test_loss": m["test_loss"].mean(0).tolist(),
@@ -329,7 +336,9 @@ def _summary(m: dict) -> list:
     parent = [] if "final_parent_selection" not in m else [
         ("parent selection (attention on x_{t+1−ℓ'}) diagonal / off-diagonal (mean)",
          _diagonal_off(m["final_parent_selection"]["mean"])),
-        ("parent-selection accuracy (model)", f(m["final_parent_accuracy"])),
+        ("parent-selection accuracy (model); by true lag, per seed",
+         f"{f(m['final_parent_accuracy'])}; " + "; ".join(
+             str([round(a, 2) for a in seed]) for seed in m["final_parent_accuracy_by_lag"]["per_seed"])),
     ]
     return [
         ("loss of the Bayes mixture / lag-known oracle / non-selective mean over lags / lag-1 bigram",
