@@ -41,7 +41,8 @@ def _per_seed(stat) -> np.ndarray:
 #: finished one must leave this set, since its run is then checked like the others
 #: Three of the four peer experiments added last are GPU-sized (hours per run on this 2-core CPU; see
 #: REPRODUCTION.md#the-peer-papers); their quick runs are committed in figures/ (and checked
-#: against the quick preset below).
+#: against the quick preset below), and the official runs of the first two are committed part-way,
+#: with their checkpoints, to be resumed.
 PENDING_EXPERIMENTS: set[str] = {"singh-interventions", "dangelo-selective-lags", "zhou-ctw"}
 
 
