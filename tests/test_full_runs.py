@@ -43,7 +43,7 @@ def _per_seed(stat) -> np.ndarray:
 #: REPRODUCTION.md#the-peer-papers); their quick runs are committed in figures/ (and checked
 #: against the quick preset below), and the official runs of the first two are committed part-way,
 #: with their checkpoints, to be resumed.
-PENDING_EXPERIMENTS: set[str] = {"singh-interventions", "dangelo-selective-lags", "zhou-ctw"}
+PENDING_EXPERIMENTS: set[str] = {"singh-interventions", "zhou-ctw"}
 
 
 @pytest.mark.parametrize("name", [e.name for e in list_experiments()])
