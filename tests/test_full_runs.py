@@ -77,7 +77,7 @@ def test_every_experiment_has_a_finished_official_run_of_the_current_preset(name
 
 #: variants whose full run has not finished yet (REPRODUCTION.md says so); a finished one must
 #: leave this set, since its claims are then asserted below
-PENDING_VARIANTS: set[str] = {"dangelo-selective-lags-fixed-kernel"}
+PENDING_VARIANTS: set[str] = set()
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
@@ -491,3 +491,20 @@ def test_singh_a_clamped_previous_token_head_brings_the_induction_head_forward()
     assert np.all(first_ablate > k) and abs(first_ablate.mean() - first_none.mean()) < 200
     for r in (none, clamp, ablate):
         assert min(r["final_induction_accuracy"]["per_seed"]) > ACCURACY_THRESHOLD
+
+
+def test_dangelo_with_one_fixed_kernel_the_lag_is_selected_but_not_always_by_parent_attention():
+    """The abstract's reading of D'Angelo et al. (one transition matrix P shared by every sequence,
+    variant dangelo-selective-lags-fixed-kernel) at the official size (30,000 steps, 3 seeds). Every
+    seed selects the lag in effect: its loss is within 0.01 nats of the exact known-P Bayes mixture,
+    far below the non-selective mixture. Where the selection is read out differs by seed: one seed's
+    last layer attends to the true lag's parent x_{t+1−ℓ} (accuracy > 0.8), another's does not
+    (< 0.5); and no seed matches keys (lag accuracy < 0.5 against the Bayes posterior's 1.0)."""
+    m = _variant("dangelo-selective-lags-fixed-kernel")
+    ref = m["reference_loss"]
+    final = _per_seed(m["final_test_loss"])
+    assert np.all(final - ref["Bayes mixture over lags"] < 0.01), final
+    assert np.all(final < ref["non-selective: mean over lags"] - 0.1)
+    parent = _per_seed(m["final_parent_accuracy"])
+    assert parent.max() > 0.8 and parent.min() < 0.5, parent
+    assert _per_seed(m["final_lag_accuracy"]).max() < 0.5 < m["bayes_lag_accuracy"]
