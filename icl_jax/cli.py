@@ -364,6 +364,15 @@ def _progress_note(folder: Path) -> str:
     return "started, no checkpoint yet" if (folder / "config.json").is_file() else "not started"
 
 
+def _train_seconds(metrics) -> float:
+    """The sum of every ``train_wall_seconds`` in a run's metrics (one per trained model, at any
+    depth): its training time across all the calls that made it, which ``wall_seconds`` (that
+    call's only) does not show for a run resumed from checkpoints."""
+    if isinstance(metrics, dict):
+        return sum(float(v) if k == "train_wall_seconds" else _train_seconds(v) for k, v in metrics.items())
+    return 0.0
+
+
 def _write_summary(out: Path, plan: list, results: dict, args, pending_notes: list, pending: list, *,
                    lanes: int = 0, seconds: float = 0.0, ran: list = (), refused: list = ()) -> None:
     """``out/summary.md``: every finished run's summary rows (by name), its wall time, and a
@@ -382,6 +391,11 @@ def _write_summary(out: Path, plan: list, results: dict, args, pending_notes: li
         earlier = metrics.get("earlier_calls_wall_seconds")
         extra = f" (this call; earlier calls that finished it: {' + '.join(f'{s:.1f}' for s in earlier)})" if earlier else ""
         lines.append(f"| {name} | wall time (s) | {metrics['wall_seconds']:.1f}{extra} |")
+        trained = _train_seconds(metrics)
+        # trained by earlier calls (resumed after a kill, or in parallel processes); a run that
+        # reuses another's trained model (``trained_run``) reports that training in its own rows
+        if trained > metrics["wall_seconds"] and "trained_run" not in metrics:
+            lines.append(f"| {name} | training time over all its calls (s) | {trained:,.0f} |")
     if args.variants:
         from icl_jax.experiments.variants import get_variant
 

@@ -179,6 +179,27 @@ def test_reproduce_resume_continues_started_runs_and_starts_the_others(tmp_path,
     assert modes[NAME] == "done" and set(modes.values()) == {"new", "done"}
 
 
+def test_reproduce_summary_adds_the_training_time_of_a_run_trained_by_earlier_calls(tmp_path):
+    """A run whose last call only re-evaluated checkpoints (wall time below its models' training
+    time) gets a row with the training summed over its models; a run trained in one call does not."""
+    from pathlib import Path
+
+    figures = Path(__file__).resolve().parents[1] / "figures"
+    for name in ("zhou-ctw", NAME):
+        (tmp_path / name).mkdir()
+        for f in ("config.json", "metrics.json"):
+            shutil.copy(figures / name / f, tmp_path / name / f)
+    metrics = json.loads((tmp_path / "zhou-ctw" / "metrics.json").read_text())
+    trained = metrics["layers1"]["train_wall_seconds"] + metrics["layers2"]["train_wall_seconds"]
+    metrics["wall_seconds"] = 1.0  # as after `--resume` found both models finished
+    (tmp_path / "zhou-ctw" / "metrics.json").write_text(json.dumps(metrics))
+
+    assert main(["reproduce", "--quick", "--summary", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert f"| zhou-ctw | training time over all its calls (s) | {trained:,.0f} |" in text
+    assert f"| {NAME} | wall time (s) |" in text and f"| {NAME} | training time" not in text
+
+
 def test_reproduce_summary_reports_the_finished_runs_lists_the_others_and_trains_nothing(tmp_path, capsys):
     """`reproduce --summary` rebuilds summary.md from the committed quick runs: every finished
     run's rows are exactly those the reproduce that ran it wrote (figures/summary.md), an

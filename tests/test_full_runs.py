@@ -39,10 +39,7 @@ def _per_seed(stat) -> np.ndarray:
 
 #: registered experiments whose official run has not been made yet (REPRODUCTION.md says so); a
 #: finished one must leave this set, since its run is then checked like the others
-#: zhou-ctw is GPU-sized (about 6.9 h of one core of this CPU; see REPRODUCTION.md#the-peer-papers);
-#: its quick run is committed in figures/ (and checked against the quick preset below), its official
-#: run part-way, with its checkpoint, to be resumed.
-PENDING_EXPERIMENTS: set[str] = {"zhou-ctw"}
+PENDING_EXPERIMENTS: set[str] = set()
 
 
 @pytest.mark.parametrize("name", [e.name for e in list_experiments()])
@@ -443,6 +440,31 @@ def test_bietti_the_bigram_is_learned_before_the_induction_head_forms():
     assert min(m["final_induction_accuracy"]["per_seed"]) >= ACCURACY_THRESHOLD
     assert min(m["final_induction_attention"]["per_seed"]) > 0.5
     assert max(m["final_induction_loss"]["per_seed"]) < m["no_copy_induction_loss"]
+
+
+def test_zhou_two_layers_approach_ctw_one_layer_does_not_and_attention_only_falls_slightly_short():
+    """Zhou et al. at the official size (binary context-tree source of depth 3, T = 128, width 64,
+    4 heads, 20,000 AdamW steps, 3 seeds), against CTW (the Bayes predictor) on the run's test set.
+    In every seed the two-layer model with MLPs ends within 0.002 nats of CTW and below every
+    fixed-order in-context n-gram; one layer ends many paired standard errors above CTW and above
+    the best n-gram. The attention-only two-layer model falls short of the MLP model in every seed,
+    but only slightly: it too beats every n-gram and is far closer to CTW than one layer
+    (REPRODUCTION.md: partly reproduced). This pins the outcome."""
+    m = _metrics("zhou-ctw")
+    assert m["best_ngram"]["loss"] == min(m["ngram_loss"].values())
+    assert m["oracle_loss"] < m["ctw"]["loss"] < m["best_ngram"]["loss"] < m["uniform_loss"]
+    one, two, attn = (m[k] for k in ("layers1", "layers2", "attention_only2"))
+    gap = {k: _per_seed(m[k]["gap_to_ctw"]) for k in ("layers1", "layers2", "attention_only2")}
+    se = {k: np.asarray(m[k]["gap_to_ctw_se"]) for k in gap}
+    assert np.all(gap["layers2"] > 0) and np.all(gap["layers2"] < 0.002), gap["layers2"]
+    assert np.all(_per_seed(two["gap_to_best_ngram"]) < -0.01)
+    assert np.all(gap["layers1"] > 10 * se["layers1"]) and np.all(_per_seed(one["gap_to_best_ngram"]) > 0)
+    # attention only: short of the MLP model and of CTW, yet below every n-gram and near CTW
+    assert _per_seed(two["final_test_loss"]).max() < _per_seed(attn["final_test_loss"]).min()
+    assert np.all(gap["attention_only2"] > 5 * se["attention_only2"])
+    assert np.all(_per_seed(attn["gap_to_best_ngram"]) < -0.01)
+    assert gap["attention_only2"].max() < gap["layers1"].min() / 3
+    assert _per_seed(two["kl_to_ctw"]).max() < _per_seed(attn["kl_to_ctw"]).min() < _per_seed(one["kl_to_ctw"]).min()
 
 
 def test_dangelo_per_sequence_kernels_give_no_selective_head_at_the_official_size():
