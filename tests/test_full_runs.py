@@ -453,9 +453,10 @@ def test_zhou_two_layers_approach_ctw_one_layer_does_not_and_attention_only_fall
     m = _metrics("zhou-ctw")
     assert m["best_ngram"]["loss"] == min(m["ngram_loss"].values())
     assert m["oracle_loss"] < m["ctw"]["loss"] < m["best_ngram"]["loss"] < m["uniform_loss"]
-    one, two, attn = (m[k] for k in ("layers1", "layers2", "attention_only2"))
-    gap = {k: _per_seed(m[k]["gap_to_ctw"]) for k in ("layers1", "layers2", "attention_only2")}
-    se = {k: np.asarray(m[k]["gap_to_ctw_se"]) for k in gap}
+    names = ("layers1", "layers2", "attention_only2")
+    one, two, attn = (m[k] for k in names)
+    gap = {k: _per_seed(m[k]["gap_to_ctw"]) for k in names}
+    se = {k: np.asarray(m[k]["gap_to_ctw_se"]) for k in names}
     assert np.all(gap["layers2"] > 0) and np.all(gap["layers2"] < 0.002), gap["layers2"]
     assert np.all(_per_seed(two["gap_to_best_ngram"]) < -0.01)
     assert np.all(gap["layers1"] > 10 * se["layers1"]) and np.all(_per_seed(one["gap_to_best_ngram"]) > 0)
